@@ -1,0 +1,325 @@
+"""Decoding of uploaded files into normalised 8-bit pixels, with no metadata kept.
+
+Raster images (PNG, JPEG, TIFF, BMP), DICOM (modality LUT, then the file's window or a robust
+percentile window; no tag is kept but a whitelisted modality code) and NIfTI 2D/3D (slices of the
+canonical RAS volume, one window for the whole volume). Every failure raises ``Rejected`` with a
+reason a coordinator understands.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import warnings
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+from PIL import ImageSequence, UnidentifiedImageError
+
+from bot.store.files import sha256_hex
+
+G = TypeVar("G", bound=np.generic)
+
+RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MODALITIES = frozenset(
+    {"CT", "MR", "US", "CR", "DX", "MG", "XA", "RF", "PT", "NM", "OT", "SM", "XC", "ES", "OP", "GM"}
+)
+
+
+class Rejected(Exception):
+    """An input that cannot be ingested; ``str(error)`` is the reason shown in the report."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one upload may cost."""
+
+    max_pixels: int = 40_000_000
+    max_file_bytes: int = 1 << 30
+    max_ratio: float = 200.0
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded input: one slice for a 2D file, several for a volume or stack.
+
+    ``slices[i]`` is (H, W) or (H, W, 3) uint8; ``slice_indices[i]`` its index in the volume.
+    """
+
+    slices: list[npt.NDArray[np.uint8]]
+    slice_indices: list[int | None]
+    modality: str
+    volume_hash: str | None = None
+    slice_count: int | None = None
+
+
+def is_nifti_name(name: str) -> bool:
+    """Whether a file name says NIfTI."""
+    return name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def strip_suffix(name: str) -> str:
+    """A file name without its image suffix (``.nii.gz`` counts as one)."""
+    lower = name.lower()
+    for suffix in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def window_to_uint8(
+    array: npt.NDArray[np.floating] | npt.NDArray[np.integer],
+    window: tuple[float, float] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Map intensities to uint8.
+
+    Args:
+        array: any real array.
+        window: ``(centre, width)``; when None, the 0.5-99.5 percentile range.
+    """
+    values = np.asarray(array, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise Rejected("image has no finite pixel values")
+    if window is not None and window[1] > 0:
+        low, high = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
+    else:
+        low, high = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+        if high <= low:
+            low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (np.nan_to_num(values, nan=low) - low) / (high - low)
+    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _check_pixels(count: int, limits: Limits) -> None:
+    if count > limits.max_pixels:
+        raise Rejected(
+            f"image has {count:,} pixels, over the {limits.max_pixels:,} cap (decompression bomb?)"
+        )
+
+
+def _frame_to_uint8(frame: PILImage.Image) -> npt.NDArray[np.uint8]:
+    mode = frame.mode
+    if mode in ("1", "L", "P", "PA", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+        rgb = np.asarray(frame.convert("RGB"), dtype=np.uint8)
+        if mode in ("1", "L", "LA") or (
+            np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+        ):
+            return np.ascontiguousarray(rgb[..., 0])
+        return rgb
+    # 16-bit and float greyscale (I;16, I, F): window to 8 bits.
+    return window_to_uint8(np.asarray(frame))
+
+
+def decode_raster(data: bytes, limits: Limits) -> Decoded:
+    """Decode PNG/JPEG/TIFF/BMP; a multi-page TIFF becomes a stack of slices."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            image = PILImage.open(io.BytesIO(data), formats=RASTER_FORMATS)
+    except (
+        UnidentifiedImageError,
+        PILImage.DecompressionBombError,
+        PILImage.DecompressionBombWarning,
+    ):
+        raise Rejected("not a readable image (PNG, JPEG, TIFF, BMP, DICOM or NIfTI)") from None
+    with image:
+        width, height = image.size
+        frames = getattr(image, "n_frames", 1)
+        _check_pixels(width * height * frames, limits)
+        slices: list[npt.NDArray[np.uint8]] = []
+        try:
+            for frame in ImageSequence.Iterator(image):
+                frame.load()
+                slices.append(_frame_to_uint8(frame))
+        except (OSError, SyntaxError, ValueError) as error:
+            raise Rejected(f"image data is truncated or corrupt ({error})") from None
+    if frames > 1:
+        return Decoded(
+            slices, list(range(frames)), "unknown", volume_hash=sha256_hex(data), slice_count=frames
+        )
+    return Decoded(slices, [None], "unknown")
+
+
+def decode_dicom(data: bytes, limits: Limits, *, force: bool) -> Decoded:
+    """Decode a DICOM file's pixels; no tag survives but a whitelisted modality code."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels.processing import apply_modality_lut, convert_color_space
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=force)
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
+        raise Rejected("not a valid DICOM file") from None
+    if "PixelData" not in dataset:
+        raise Rejected("DICOM file has no pixel data (a report or structured document?)")
+    try:
+        rows, cols = int(dataset.Rows), int(dataset.Columns)
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise Rejected("DICOM file lacks Rows/Columns") from None
+    _check_pixels(rows * cols * max(frames, 1), limits)
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # pydicom raises many types for unsupported or broken pixel data
+        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
+        raise Rejected(
+            f"DICOM pixel data cannot be decoded (transfer syntax {syntax}): {error}"
+        ) from None
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    stack = pixels if frames > 1 else pixels[np.newaxis]
+    slices: list[npt.NDArray[np.uint8]] = []
+    if samples == 3:
+        if photometric.startswith("YBR"):
+            stack = convert_color_space(stack, photometric, "RGB")
+        slices = [window_to_uint8(frame) if frame.dtype != np.uint8 else frame for frame in stack]
+    else:
+        values = np.asarray(apply_modality_lut(stack, dataset), dtype=np.float64)
+        window = _dicom_window(dataset)
+        image = window_to_uint8(values, window)
+        if photometric == "MONOCHROME1":
+            image = 255 - image
+        slices = list(image)
+    modality = str(dataset.get("Modality", "")).upper()
+    modality = modality if modality in MODALITIES else "unknown"
+    if frames > 1:
+        return Decoded(slices, list(range(frames)), modality, sha256_hex(data), frames)
+    return Decoded(slices, [None], modality)
+
+
+def _first_number(value: object) -> float | None:
+    """The first value of a possibly multi-valued DICOM number, or None."""
+    if isinstance(value, str | bytes) or value is None:
+        return None
+    if not isinstance(value, int | float):
+        try:
+            value = next(iter(value))  # type: ignore[call-overload]
+        except (TypeError, StopIteration):
+            return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _dicom_window(dataset: object) -> tuple[float, float] | None:
+    centre = _first_number(getattr(dataset, "WindowCenter", None))
+    width = _first_number(getattr(dataset, "WindowWidth", None))
+    if centre is None or width is None or width <= 0:
+        return None
+    return (centre, width)
+
+
+def gunzip_capped(data: bytes, limits: Limits) -> bytes:
+    """Decompress gzip data, refusing output past the size or ratio cap (gzip bomb)."""
+    cap = min(limits.max_file_bytes, int(max(len(data), 1) * limits.max_ratio))
+    out = io.BytesIO()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+                if out.tell() > cap:
+                    raise Rejected(
+                        f"gzip expands past {cap:,} bytes (ratio or size cap; decompression bomb?)"
+                    )
+    except (OSError, EOFError, gzip.BadGzipFile):
+        raise Rejected("gzip data is truncated or corrupt") from None
+    return out.getvalue()
+
+
+def load_nifti_array(data: bytes, limits: Limits) -> npt.NDArray[np.float32]:
+    """A NIfTI file's voxels in canonical (RAS) orientation, as (X, Y, Z) float32; Z may be 1."""
+    import nibabel as nib
+
+    raw = gunzip_capped(data, limits) if data[:2] == b"\x1f\x8b" else data
+    image = None
+    for cls in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            image = cls.from_bytes(raw)
+            break
+        except Exception:  # nibabel raises assorted errors for a header of the other version
+            continue
+    if image is None:
+        raise Rejected("not a valid NIfTI file")
+    shape = tuple(int(v) for v in image.shape)
+    if len(shape) > 3 and any(v > 1 for v in shape[3:]):
+        raise Rejected(
+            f"NIfTI is {len(shape)}D {shape}; only 2D and 3D are accepted (split 4D series)"
+        )
+    if len(shape) < 2:
+        raise Rejected(f"NIfTI has shape {shape}; need 2D or 3D")
+    _check_pixels(int(np.prod(shape)), limits)
+    try:
+        canonical = nib.as_closest_canonical(nib.squeeze_image(image))
+        volume = np.asarray(canonical.get_fdata(dtype=np.float32))
+    except Exception as error:  # truncated data surfaces here
+        raise Rejected(
+            f"NIfTI voxel data is truncated or corrupt ({type(error).__name__})"
+        ) from None
+    if volume.ndim == 2:
+        volume = volume[:, :, np.newaxis]
+    return volume
+
+
+def nifti_slice_view(plane: npt.NDArray[G]) -> npt.NDArray[G]:
+    """Turn an (X, Y) RAS slice into display rows/columns: anterior up, patient right at left."""
+    return np.ascontiguousarray(np.flipud(plane.T))
+
+
+def decode_nifti(data: bytes, limits: Limits) -> Decoded:
+    """Decode a 2D or 3D NIfTI file into axial slices with one window for the whole volume."""
+    volume = load_nifti_array(data, limits)
+    depth = volume.shape[2]
+    scaled = window_to_uint8(volume)
+    slices = [nifti_slice_view(scaled[:, :, k]) for k in range(depth)]
+    if depth == 1:
+        return Decoded(slices, [None], "unknown")
+    return Decoded(slices, list(range(depth)), "unknown", sha256_hex(data), depth)
+
+
+def decode_image(name: str, data: bytes, limits: Limits) -> Decoded:
+    """Decode any accepted format, choosing the decoder by content first, then by name."""
+    if not data:
+        raise Rejected("empty file (0 bytes)")
+    if len(data) > limits.max_file_bytes:
+        raise Rejected(f"file is {len(data):,} bytes, over the {limits.max_file_bytes:,} cap")
+    lower = name.lower()
+    if data[128:132] == b"DICM" or lower.endswith(DICOM_SUFFIXES):
+        return decode_dicom(data, limits, force=lower.endswith(DICOM_SUFFIXES))
+    if is_nifti_name(name) or data[344:348] in (b"n+1\x00", b"n+2\x00"):
+        return decode_nifti(data, limits)
+    if not lower.endswith(RASTER_SUFFIXES):
+        raise Rejected("unsupported file type (accepted: PNG, JPEG, TIFF, BMP, DICOM, NIfTI)")
+    return decode_raster(data, limits)
+
+
+def decode_mask(name: str, data: bytes, limits: Limits) -> list[npt.NDArray[np.bool_]]:
+    """Decode an expert mask file into one (H, W) boolean mask per slice (non-zero = foreground)."""
+    if not data:
+        raise Rejected("mask file is empty (0 bytes)")
+    if is_nifti_name(name) or data[344:348] in (b"n+1\x00", b"n+2\x00"):
+        volume = load_nifti_array(data, limits)
+        return [nifti_slice_view(volume[:, :, k] > 0) for k in range(volume.shape[2])]
+    try:
+        image = PILImage.open(io.BytesIO(data), formats=RASTER_FORMATS)
+    except (UnidentifiedImageError, PILImage.DecompressionBombError):
+        raise Rejected("mask is not a readable PNG/TIFF/BMP/NIfTI image") from None
+    with image:
+        _check_pixels(image.size[0] * image.size[1], limits)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError):
+            raise Rejected("mask image is truncated or corrupt") from None
+        array = np.asarray(image)
+    if array.ndim == 3:
+        array = array[..., :3].max(axis=2)
+    return [np.asarray(array) > 0]

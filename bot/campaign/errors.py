@@ -1,0 +1,19 @@
+"""Errors the use cases raise; the CLI and the bot map each to a message a person understands."""
+
+from __future__ import annotations
+
+
+class MedCrowdError(Exception):
+    """Base of every error meant for the user; its message is shown as is."""
+
+
+class InvalidBox(MedCrowdError):
+    """A prompt box that is empty, non-finite or outside its image."""
+
+
+class InvalidInput(MedCrowdError):
+    """An input file or argument that cannot be used; the message says why."""
+
+
+class CampaignNotFound(MedCrowdError):
+    """No campaign of that name."""

@@ -1,0 +1,1 @@
+"""The data model (SQLModel tables), engine and session factories, queries and migrations."""

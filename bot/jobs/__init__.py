@@ -1,0 +1,1 @@
+"""The job runner: in-process by default, Ray when configured."""

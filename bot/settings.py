@@ -1,0 +1,63 @@
+"""Runtime configuration, read once at the entry point (env prefix ``MEDCROWD_``).
+
+Nothing in the project builds ``Settings()`` at import time: ``bot.cli`` builds one and passes the
+values down; tests build their own with keyword overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting MedCrowd reads; each field is ``MEDCROWD_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDCROWD_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./var"), description="Root of the file store and default database."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is a SQLite file (WAL) in the data dir."
+    )
+    bot_token: SecretStr | None = Field(None, description="Telegram bot token from @BotFather.")
+    telegram_base_url: str = Field(
+        "https://api.telegram.org/bot", description="Bot API base URL (tests use the emulator)."
+    )
+    medsam_checkpoint: Path | None = Field(
+        None, description="MedSAM ViT-B checkpoint; without one the fallback proposer is used."
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Torch device for inference.")
+    torch_threads: int = Field(1, ge=1, description="Torch threads per inference worker.")
+    ray_address: str | None = Field(None, description="Ray cluster address for batch jobs.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    # Ingest safety caps: a hostile upload must not exhaust memory or disk.
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image (or slice stack) accepted, in pixels."
+    )
+    max_file_bytes: int = Field(
+        1 << 30, ge=1, description="Largest single input file, after decompression."
+    )
+    max_archive_bytes: int = Field(
+        4 << 30, ge=1, description="Largest total uncompressed size of one zip upload."
+    )
+    max_compression_ratio: float = Field(
+        200.0, gt=1, description="Largest uncompressed/compressed ratio of a zip or gzip entry."
+    )
+    max_archive_entries: int = Field(20_000, ge=1, description="Most entries in one zip upload.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL to use, defaulting to ``<data_dir>/medcrowd.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'medcrowd.db').resolve()}"

@@ -1,0 +1,1 @@
+"""Simulation: phantom data, the local Bot API emulator and virtual volunteers."""

@@ -1,0 +1,65 @@
+"""Array <-> stored bytes: PNG images, 1-bit PNG masks, 8-bit probability maps, fp16 embeddings."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+
+
+def encode_png(pixels: npt.NDArray[np.uint8]) -> bytes:
+    """Encode an (H, W) grey or (H, W, 3) RGB uint8 image as a deterministic PNG."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
+        raise ValueError(
+            f"pixels must be uint8 (H, W) or (H, W, 3), got {pixels.dtype} {pixels.shape}"
+        )
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> npt.NDArray[np.uint8]:
+    """Decode a PNG written by ``encode_png``."""
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB" if image.mode == "RGB" else "L"), dtype=np.uint8)
+
+
+def encode_mask(mask_hw: npt.NDArray[np.bool_]) -> bytes:
+    """Encode an (H, W) boolean mask as a 1-bit PNG."""
+    if mask_hw.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask_hw.shape}")
+    buffer = io.BytesIO()
+    PILImage.fromarray(mask_hw.astype(bool)).convert("1").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_mask(data: bytes) -> npt.NDArray[np.bool_]:
+    """Decode a mask PNG to an (H, W) boolean array (any non-zero pixel is foreground)."""
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("L"), dtype=np.uint8) > 0
+
+
+def encode_prob(prob_hw: npt.NDArray[np.floating]) -> bytes:
+    """Encode an (H, W) probability map in [0, 1] as an 8-bit PNG (resolution 1/255)."""
+    clipped = np.clip(np.asarray(prob_hw, dtype=np.float64), 0.0, 1.0)
+    return encode_png(np.rint(clipped * 255.0).astype(np.uint8))
+
+
+def decode_prob(data: bytes) -> npt.NDArray[np.float32]:
+    """Decode a probability map written by ``encode_prob``."""
+    return decode_png(data).astype(np.float32) / 255.0
+
+
+def encode_embedding(embedding: npt.NDArray[np.floating]) -> bytes:
+    """Serialise an embedding as fp16 ``.npy`` bytes."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(embedding, dtype=np.float16), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_embedding(data: bytes) -> npt.NDArray[np.float16]:
+    """Load an embedding written by ``encode_embedding``."""
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    return np.asarray(array, dtype=np.float16)

@@ -1,0 +1,1 @@
+"""aiohttp: webhook endpoint, Mini App, health."""

@@ -1,0 +1,1 @@
+"""Reliability-weighted consensus of volunteers' masks (a pure NumPy/SciPy library)."""

@@ -1,0 +1,1 @@
+"""MedSAM proposals for image crops: arrays in, arrays out (a pure library)."""

@@ -1,0 +1,1 @@
+"""pix2pix synthetic (image, mask) pairs from consensus masks (a pure torch library)."""
