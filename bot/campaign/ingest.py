@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -136,6 +136,7 @@ class PreparedFile:
     volume_hash: str | None
     slice_count: int | None
     images: list[PreparedImage]
+    no_boxes: str  # why an image without crops cannot be ingested
 
 
 def mask_key(name: str) -> str:
@@ -177,7 +178,10 @@ def _boxes_for(table: BoxTable | None, basename: str, slice_index: int | None) -
 def prepare_file(
     source: Source, options: IngestOptions, campaign: Campaign, limits: ArchiveLimits
 ) -> PreparedFile:
-    """Decode and validate one input file and cut its crops; raises ``Rejected``. Writes nothing."""
+    """Decode and validate one input file and cut its crops; raises ``Rejected``. Writes nothing.
+
+    Every image (slice) is returned with its PNG and crops; one with no box has no crops.
+    """
     decoded = decode_image(source.name, source.data, limits)
     stem = strip_suffix(source.basename)
     masks: list[npt.NDArray[np.bool_]] | None = None
@@ -197,6 +201,8 @@ def prepare_file(
                 )
     images: list[PreparedImage] = []
     volume = decoded.slice_count is not None
+    # Images with no box are kept here so that duplicates are reported as such; the caller
+    # rejects them (or, for a volume, drops them) after the duplicate check.
     for i, (pixels, slice_index) in enumerate(
         zip(decoded.slices, decoded.slice_indices, strict=True)
     ):
@@ -217,12 +223,6 @@ def prepare_file(
             boxed = [(b, None) for b in grid_boxes(width, height, *options.grid)]
         else:
             boxed = []
-        if not boxed:
-            if volume:
-                continue  # slices without a box are not worth a volunteer's time
-            if mask is not None:
-                raise Rejected("the expert mask is empty and no boxes were given for this image")
-            raise Rejected("no boxes for this image: not in the boxes file, no mask, and no --grid")
         crops = []
         for box, gold in boxed:
             t = plan_crop(
@@ -235,11 +235,21 @@ def prepare_file(
         images.append(
             PreparedImage(codecs.encode_png(pixels), width, height, channels, slice_index, crops)
         )
-    if not images:
-        raise Rejected("no slice of this volume has a box (empty masks, no boxes, no --grid)")
+    if volume:
+        no_boxes = "no slice of this volume has a box (empty masks, no boxes, no --grid)"
+    elif masks is not None:
+        no_boxes = "the expert mask is empty and no boxes were given for this image"
+    else:
+        no_boxes = "no boxes for this image: not in the boxes file, no mask, and no --grid"
     modality = (options.modality.upper() if options.modality else decoded.modality)[:16]
     return PreparedFile(
-        source.name, source.basename, modality, decoded.volume_hash, decoded.slice_count, images
+        source.name,
+        source.basename,
+        modality,
+        decoded.volume_hash,
+        decoded.slice_count,
+        images,
+        no_boxes,
     )
 
 
@@ -315,6 +325,8 @@ async def store_prepared(
     if report.images:
         report.status = "ingested"
         report.duplicate_of = None
+    else:
+        report.reason = "same pixels already in the campaign"
     return report
 
 
@@ -325,7 +337,7 @@ async def ingest(
     paths: list[Path],
     options: IngestOptions,
     limits: ArchiveLimits,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], object] | None = None,
 ) -> IngestReport:
     """Ingest every file under ``paths`` into ``campaign``; never raises for bad input."""
     report = IngestReport(campaign=campaign.name)
@@ -360,7 +372,29 @@ async def _ingest_one(
         prepared = await asyncio.to_thread(prepare_file, source, options, campaign, limits)
     except Rejected as error:
         return FileReport(source.name, "rejected", str(error))
+    assert campaign.id is not None
     async with sessionmaker() as session:
+        fresh: list[PreparedImage] = []
+        duplicate_of: str | None = None
+        for image in prepared.images:
+            existing = await queries.image_by_hash(
+                session, campaign_id=campaign.id, content_hash=sha256_hex(image.png)
+            )
+            if existing is None:
+                fresh.append(image)
+            else:
+                duplicate_of = duplicate_of or existing.source_name
+        if not fresh:
+            return FileReport(
+                source.name,
+                "duplicate",
+                "same pixels already in the campaign",
+                duplicate_of=duplicate_of,
+            )
+        boxed = [image for image in fresh if image.crops]
+        if not boxed or (prepared.slice_count is None and len(boxed) < len(fresh)):
+            return FileReport(source.name, "rejected", prepared.no_boxes)
+        prepared = replace(prepared, images=boxed)
         try:
             return await store_prepared(session, store, campaign, prepared)
         except IntegrityError:

@@ -1,0 +1,202 @@
+"""The ``medcrowd`` command line: ``db``, ``phantom``, ``ingest``, ``demo``.
+
+Settings come from ``MEDCROWD_*`` variables (or ``.env``); ``--data-dir`` and ``--database-url``
+override them. On failure the command prints one line saying why and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from bot.campaign.boxes import parse_boxes, parse_grid
+from bot.campaign.errors import MedCrowdError
+from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
+from bot.campaign.projects import ensure_campaign
+from bot.campaign.services import Services, limits_from
+from bot.campaign.sources import count_inputs
+from bot.db import migrate
+from bot.settings import Settings
+from bot.sim import demo
+from bot.sim.phantom import STYLES, write_phantoms
+
+logger = logging.getLogger("bot.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medcrowd",
+        description="MedCrowd: crowd + MedSAM segmentation campaigns, run from Telegram.",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="data dir (default $MEDCROWD_DATA_DIR or ./var)"
+    )
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database migrations", description="Database migrations.")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply every migration (create or update the schema)")
+    db_sub.add_parser("check", help="fail if the models and the migrations disagree")
+
+    ph = sub.add_parser(
+        "phantom",
+        help="write phantom images with exact truth masks",
+        description="Write medical-like phantom images, truth masks, gold masks and boxes.",
+    )
+    ph.add_argument("out", type=Path, help="output folder")
+    ph.add_argument("--n", type=int, default=24, help="number of images (default 24)")
+    ph.add_argument("--style", default="mixed", choices=[*STYLES, "mixed"], help="image style")
+    ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ph.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    ph.add_argument(
+        "--gold-fraction", type=float, default=0.2, help="share of masks copied to gold/ (0.2)"
+    )
+
+    ing = sub.add_parser(
+        "ingest",
+        help="ingest images (folders, zips, DICOM, NIfTI) into a campaign",
+        description="Ingest images into a campaign: normalise, de-identify, cut crops, open tasks.",
+    )
+    ing.add_argument("paths", type=Path, nargs="+", help="files, folders or zip archives")
+    ing.add_argument("--project", required=True, help="campaign name (created if new)")
+    ing.add_argument("--masks", type=Path, help="folder or zip of expert masks (become gold)")
+    ing.add_argument("--boxes", type=Path, help="boxes file: JSON or CSV, xyxy pixels")
+    ing.add_argument("--grid", help="ROWSxCOLS boxes for images with no boxes and no mask")
+    ing.add_argument("--modality", help="modality code for non-DICOM images (CT, MR, US, ...)")
+    ing.add_argument("--structure", help="structure to segment, for a new campaign")
+    ing.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
+
+    dm = sub.add_parser(
+        "demo",
+        help="run the offline demo campaign",
+        description="Run the offline demo: phantom data, ingest, crops, and a summary.",
+    )
+    dm.add_argument("--n", type=int, default=24, help="phantom images (default 24)")
+    dm.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.database_url is not None:
+        overrides["database_url"] = args.database_url
+    if args.log_level is not None:
+        overrides["log_level"] = args.log_level
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for noisy in ("httpx", "alembic", "aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        _configure_logging(settings.log_level)
+        return _dispatch(args, settings)
+    except (MedCrowdError, FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"medcrowd: error: {_one_line(error)}", file=sys.stderr)  # noqa: T201
+        return 2
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"medcrowd: error: setting {where}: {first['msg']}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        print("medcrowd: interrupted", file=sys.stderr)  # noqa: T201
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0] if text else text
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "db":
+        url = settings.resolved_database_url
+        if args.db_command == "upgrade":
+            migrate.upgrade(url)
+            print("database is at the latest schema")  # noqa: T201
+        else:
+            migrate.check(url)
+        return 0
+    if args.command == "phantom":
+        with tqdm(total=args.n, desc="phantoms", unit="img", disable=None) as bar:
+            manifest = write_phantoms(
+                args.out,
+                n=args.n,
+                style=args.style,
+                seed=args.seed,
+                size=args.size,
+                gold_fraction=args.gold_fraction,
+                progress=lambda: bar.update(1),
+            )
+        print(  # noqa: T201
+            f"wrote {manifest['n']} {args.style} phantoms ({manifest['gold']} gold) to {args.out}"
+        )
+        return 0
+    if args.command == "ingest":
+        report = asyncio.run(_ingest(args, settings))
+        report.write(args.report)
+        counts = report.counts()
+        print(  # noqa: T201
+            f"{counts['ingested']} ingested, {counts['duplicate']} duplicate, "
+            f"{counts['rejected']} rejected; {counts['images']} images, {counts['tasks']} tasks "
+            f"({counts['gold_tasks']} gold). Report: {args.report}"
+        )
+        return 0
+    if args.command == "demo":
+        return asyncio.run(demo.run_demo(settings, n=args.n, seed=args.seed))
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+async def _ingest(args: argparse.Namespace, settings: Settings) -> IngestReport:
+    limits = limits_from(settings)
+    for path in args.paths:
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    masks, problems = index_masks([args.masks], limits) if args.masks else ({}, [])
+    for problem in problems:
+        logger.warning("mask skipped: %s", problem)
+    boxes = parse_boxes(args.boxes.read_bytes(), args.boxes.name) if args.boxes else None
+    options = IngestOptions(
+        masks=masks,
+        boxes=boxes,
+        grid=parse_grid(args.grid) if args.grid else None,
+        modality=args.modality,
+    )
+    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    services = Services.from_settings(settings)
+    try:
+        async with services.sessionmaker() as session:
+            campaign = await ensure_campaign(session, args.project, structure=args.structure)
+        with tqdm(total=count_inputs(args.paths), desc="ingest", unit="file", disable=None) as bar:
+            return await ingest(
+                services.sessionmaker,
+                services.store,
+                campaign,
+                args.paths,
+                options,
+                services.limits,
+                progress=lambda _status: bar.update(1),
+            )
+    finally:
+        await services.close()
