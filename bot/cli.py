@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from alembic.util.exc import CommandError
 from pydantic import ValidationError
 from tqdm import tqdm
 
@@ -111,13 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         _configure_logging(settings.log_level)
         return _dispatch(args, settings)
-    except (MedCrowdError, FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"medcrowd: error: {_one_line(error)}", file=sys.stderr)  # noqa: T201
-        return 2
-    except ValidationError as error:
+    except ValidationError as error:  # before ValueError, of which it is a subclass
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         print(f"medcrowd: error: setting {where}: {first['msg']}", file=sys.stderr)  # noqa: T201
+        return 2
+    except (MedCrowdError, OSError, ValueError, CommandError) as error:
+        print(f"medcrowd: error: {_one_line(error)}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:
         print("medcrowd: interrupted", file=sys.stderr)  # noqa: T201

@@ -40,13 +40,15 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="Largest image (or slice stack) accepted, in pixels."
     )
     max_file_bytes: int = Field(
-        1 << 30, ge=1, description="Largest single input file, after decompression."
+        512 << 20, ge=1, description="Largest single input file, after decompression."
     )
     max_archive_bytes: int = Field(
         4 << 30, ge=1, description="Largest total uncompressed size of one zip upload."
     )
     max_compression_ratio: float = Field(
-        200.0, gt=1, description="Largest uncompressed/compressed ratio of a zip or gzip entry."
+        1100.0,
+        gt=1,
+        description="Largest expanded/compressed ratio of a zip or gzip entry over 1 MiB.",
     )
     max_archive_entries: int = Field(20_000, ge=1, description="Most entries in one zip upload.")
 

@@ -41,8 +41,9 @@ class Limits:
     """Caps on what one upload may cost."""
 
     max_pixels: int = 40_000_000
-    max_file_bytes: int = 1 << 30
-    max_ratio: float = 200.0
+    max_file_bytes: int = 512 << 20
+    max_ratio: float = 1100.0  # above single-pass deflate's ~1032:1, so only exotic bombs trip it
+    ratio_floor_bytes: int = 1 << 20  # small outputs are harmless whatever their ratio
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,8 @@ def _dicom_window(dataset: object) -> tuple[float, float] | None:
 
 def gunzip_capped(data: bytes, limits: Limits) -> bytes:
     """Decompress gzip data, refusing output past the size or ratio cap (gzip bomb)."""
-    cap = min(limits.max_file_bytes, int(max(len(data), 1) * limits.max_ratio))
+    cap = max(limits.ratio_floor_bytes, int(len(data) * limits.max_ratio))
+    cap = min(limits.max_file_bytes, cap)
     out = io.BytesIO()
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:

@@ -374,9 +374,15 @@ async def _ingest_one(
         return FileReport(source.name, "rejected", str(error))
     assert campaign.id is not None
     async with sessionmaker() as session:
+        # A volume's slices without a box are dropped; a 2D image is checked for duplication
+        # first, so that a copy of a known image is reported as such even without boxes.
+        volume = prepared.slice_count is not None
+        candidates = [i for i in prepared.images if i.crops] if volume else prepared.images
+        if not candidates:
+            return FileReport(source.name, "rejected", prepared.no_boxes)
         fresh: list[PreparedImage] = []
         duplicate_of: str | None = None
-        for image in prepared.images:
+        for image in candidates:
             existing = await queries.image_by_hash(
                 session, campaign_id=campaign.id, content_hash=sha256_hex(image.png)
             )
@@ -391,10 +397,9 @@ async def _ingest_one(
                 "same pixels already in the campaign",
                 duplicate_of=duplicate_of,
             )
-        boxed = [image for image in fresh if image.crops]
-        if not boxed or (prepared.slice_count is None and len(boxed) < len(fresh)):
+        if not all(image.crops for image in fresh):
             return FileReport(source.name, "rejected", prepared.no_boxes)
-        prepared = replace(prepared, images=boxed)
+        prepared = replace(prepared, images=fresh)
         try:
             return await store_prepared(session, store, campaign, prepared)
         except IntegrityError:

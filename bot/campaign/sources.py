@@ -46,7 +46,7 @@ class SourceRejection:
 def sanitise_name(name: str) -> str:
     """A file's base name reduced to safe characters (no folders, at most 120 characters)."""
     base = PurePosixPath(name.replace("\\", "/")).name
-    cleaned = _SAFE.sub("_", base).strip("._") or "unnamed"
+    cleaned = _SAFE.sub("_", base).lstrip(".") or "unnamed"
     return cleaned[-120:]
 
 
@@ -160,7 +160,7 @@ def _member_problem(info: zipfile.ZipInfo, limits: ArchiveLimits, extracted: int
     if info.file_size > limits.max_file_bytes:
         return f"entry expands to {info.file_size:,} bytes, over the {limits.max_file_bytes:,} cap"
     ratio = info.file_size / max(info.compress_size, 1)
-    if ratio > limits.max_ratio:
+    if ratio > limits.max_ratio and info.file_size > limits.ratio_floor_bytes:
         cap = limits.max_ratio
         return f"compression ratio {ratio:,.0f}:1 is over the {cap:,.0f}:1 cap (zip bomb?)"
     if extracted + info.file_size > limits.max_archive_bytes:

@@ -83,7 +83,7 @@ class FileStore:
         """Remove ``key`` if present (used to undo writes of a failed transaction)."""
         self.path(key).unlink(missing_ok=True)
 
-    def keys(self) -> list[str]:
+    def all_keys(self) -> list[str]:
         """Every stored key, sorted (temporary files are not keys)."""
         found: list[str] = []
         if not self.root.is_dir():

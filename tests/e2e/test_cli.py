@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+
+def test_cli_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("db", "phantom", "ingest", "demo"):
+        assert command in out
+
+
+@pytest.mark.parametrize("command", [["db"], ["phantom"], ["ingest"], ["demo"], ["db", "upgrade"]])
+def test_cli_each_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: medcrowd" in capsys.readouterr().out
+
+
+def test_cli_module_entry_point_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "phantom", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "--style" in result.stdout
+
+
+def test_cli_phantom_then_ingest_writes_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert main(["phantom", str(tmp_path / "ph"), "--n", "6", "--seed", "2", "--size", "96"]) == 0
+    report = tmp_path / "report.json"
+    code = main(
+        [
+            "--data-dir",
+            str(data),
+            "ingest",
+            str(tmp_path / "ph" / "images"),
+            "--project",
+            "cli-test",
+            "--masks",
+            str(tmp_path / "ph" / "gold"),
+            "--boxes",
+            str(tmp_path / "ph" / "boxes.json"),
+            "--modality",
+            "ct",
+            "--report",
+            str(report),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    body = json.loads(report.read_text())
+    assert body["summary"]["ingested"] == 6
+    assert body["summary"]["gold_tasks"] >= 1
+    assert "6 ingested, 0 duplicate, 0 rejected" in out
+    assert (data / "medcrowd.db").exists()
+    assert (data / "store" / "crops").is_dir()
+    # Ingesting the same folder again reports duplicates and adds nothing.
+    assert (
+        main(
+            [
+                "--data-dir",
+                str(data),
+                "ingest",
+                str(tmp_path / "ph" / "images"),
+                "--project",
+                "cli-test",
+                "--boxes",
+                str(tmp_path / "ph" / "boxes.json"),
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(report.read_text())["summary"]["duplicate"] == 6
+
+
+def test_cli_grid_boxes(tmp_path: Path) -> None:
+    main(["phantom", str(tmp_path / "ph"), "--n", "2", "--size", "96"])
+    report = tmp_path / "r.json"
+    code = main(
+        [
+            "--data-dir",
+            str(tmp_path / "d"),
+            "ingest",
+            str(tmp_path / "ph" / "images"),
+            "--project",
+            "grid",
+            "--grid",
+            "2x2",
+            "--report",
+            str(report),
+        ]
+    )
+    assert code == 0
+    assert json.loads(report.read_text())["summary"]["tasks"] == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["ingest", "/no/such/dir", "--project", "p", "--report", "r.json"],
+            "no such file or folder",
+        ),
+        (
+            ["ingest", ".", "--project", "p", "--grid", "3", "--report", "r.json"],
+            "--grid must be ROWSxCOLS",
+        ),
+        (["phantom", "out", "--n", "0"], "n must be at least 1"),
+        (["--database-url", "mysql://x/y", "db", "upgrade"], "unsupported backend"),
+    ],
+)
+def test_cli_failures_exit_2_with_one_line(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data-dir", str(tmp_path / "d"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("medcrowd: error:")
+    assert message in err[0]
+
+
+def test_cli_bad_boxes_file_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boxes = tmp_path / "b.json"
+    boxes.write_text("{oops")
+    code = main(
+        [
+            "--data-dir",
+            str(tmp_path / "d"),
+            "ingest",
+            str(tmp_path),
+            "--project",
+            "p",
+            "--boxes",
+            str(boxes),
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert code == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_cli_db_upgrade_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0
+    assert main(["--data-dir", str(tmp_path), "db", "check"]) == 0
+    assert "latest schema" in capsys.readouterr().out
+
+
+def test_demo_runs_offline_and_prints_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--data-dir", str(tmp_path), "demo", "--n", "8", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "MedCrowd demo campaign" in out
+    assert "  ingested                  8" in out
+    assert "unsafe path" in out
+    assert "zip bomb" in out
+    assert "truncated" in out
+    root = tmp_path / "demo"
+    assert (root / "crops.png").stat().st_size > 1000
+    report = json.loads((root / "ingest-report.json").read_text())
+    assert report["summary"]["duplicate"] == 1
+    # A second run starts afresh in its own folder.
+    assert main(["--data-dir", str(tmp_path), "demo", "--n", "4"]) == 0
+
+
+def test_demo_refuses_to_wipe_a_foreign_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "precious.txt").write_text("keep me")
+    assert main(["--data-dir", str(tmp_path), "demo", "--n", "4"]) == 2
+    assert "not a MedCrowd demo folder" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "precious.txt").exists()
+
+
+def test_cli_bad_setting_names_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEDCROWD_DEVICE", "tpu")
+    assert main(["db", "check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medcrowd: error: setting device:")
+    assert "\n" not in err
