@@ -12,7 +12,6 @@ export MEDCROWD_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:543
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24"
 	# constraints.txt pins torch to the local CPU wheel: no CUDA download, ever.
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@! $(BIN)/pip list 2>/dev/null | grep -i '^nvidia-' || (echo "CUDA packages were installed" && exit 1)
