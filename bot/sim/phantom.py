@@ -126,7 +126,8 @@ def _ultrasound(rng: Rng, size: int) -> Phantom:
     centre = (rng.uniform(0.45, 0.7) * size, size / 2 + rng.uniform(-0.15, 0.15) * size)
     mask = blob(rng, size, centre, rng.uniform(0.08, 0.16) * size, 0.2) & sector
     depth = rng.uniform(0.45, 0.85)
-    tissue[mask] *= 1 - depth
+    margin_blur = rng.uniform(1.0, 3.5)  # ill-defined (blurred) or sharp nodule margins
+    tissue *= 1 - depth * ndimage.gaussian_filter(mask.astype(float), margin_blur)
     # Posterior acoustic enhancement below the nodule.
     below = ndimage.binary_dilation(mask, iterations=3) & (y > centre[0])
     tissue += 0.15 * ndimage.gaussian_filter(below.astype(float), 6)
@@ -135,7 +136,9 @@ def _ultrasound(rng: Rng, size: int) -> Phantom:
     values = np.clip(tissue, 0, None) * speckle
     values[~sector] = 0
     image = _to_uint8(values, 0, float(np.percentile(values[sector], 99.5)))
-    return Phantom("ultrasound", image, mask, {"hypoechoic_depth": depth})
+    return Phantom(
+        "ultrasound", image, mask, {"hypoechoic_depth": depth, "margin_blur": margin_blur}
+    )
 
 
 def _dermoscopy(rng: Rng, size: int) -> Phantom:
