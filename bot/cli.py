@@ -20,10 +20,12 @@ from tqdm import tqdm
 from bot.campaign.boxes import parse_boxes, parse_grid
 from bot.campaign.errors import MedCrowdError
 from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
-from bot.campaign.projects import ensure_campaign
+from bot.campaign.projects import ensure_campaign, get_campaign
+from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
 from bot.campaign.services import Services, limits_from
 from bot.campaign.sources import count_inputs
 from bot.db import migrate
+from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim import demo
 from bot.sim.phantom import STYLES, write_phantoms
@@ -75,6 +77,26 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--modality", help="modality code for non-DICOM images (CT, MR, US, ...)")
     ing.add_argument("--structure", help="structure to segment, for a new campaign")
     ing.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
+
+    pr = sub.add_parser(
+        "propose",
+        help="propose a mask for every pending crop (MedSAM, or the labelled fallback)",
+        description=(
+            "Run the proposals job: MedSAM (with MEDCROWD_MEDSAM_CHECKPOINT) or the classical "
+            "fallback proposes a mask and one-tap candidates for every crop that has none yet. "
+            "Idempotent and resumable; runs on Ray when --ray or MEDCROWD_RAY_ADDRESS is given."
+        ),
+    )
+    pr.add_argument("--project", required=True, help="campaign name")
+    pr.add_argument(
+        "--model",
+        choices=["fallback", "medsam_vit_b", "sam_vit_b", "tiny"],
+        help="override the model (default: the checkpoint's, else the fallback)",
+    )
+    pr.add_argument("--workers", type=int, help="worker processes (default $MEDCROWD_WORKERS)")
+    pr.add_argument(
+        "--ray", action="store_true", help="run on Ray ($MEDCROWD_RAY_ADDRESS or local)"
+    )
 
     dm = sub.add_parser(
         "demo",
@@ -164,6 +186,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             f"({counts['gold_tasks']} gold). Report: {args.report}"
         )
         return 0
+    if args.command == "propose":
+        run = asyncio.run(_propose(args, settings))
+        print(  # noqa: T201
+            f"{run.written} proposals written by {run.model_id} "
+            f"({run.pending} crops were pending; job {run.job_id})"
+        )
+        return 0
     if args.command == "demo":
         return asyncio.run(demo.run_demo(settings, n=args.n, seed=args.seed))
     raise AssertionError(f"unhandled command {args.command}")
@@ -200,4 +229,34 @@ async def _ingest(args: argparse.Namespace, settings: Settings) -> IngestReport:
                 progress=lambda _status: bar.update(1),
             )
     finally:
+        await services.close()
+
+
+async def _propose(args: argparse.Namespace, settings: Settings) -> ProposalRun:
+    spec = spec_from(settings, model=args.model)
+    workers = settings.workers if args.workers is None else args.workers
+    use_ray = args.ray or settings.ray_address is not None
+    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    services = Services.from_settings(settings)
+    runner = make_runner(
+        "ray" if use_ray else "local",
+        workers=workers,
+        threads=settings.torch_threads,
+        ray_address=settings.ray_address,
+    )
+    try:
+        async with services.sessionmaker() as session:
+            campaign = await get_campaign(session, args.project)
+        with tqdm(desc="proposals", unit="crop", disable=None) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            return await run_proposals(
+                services.sessionmaker, services.store, campaign, spec, runner, progress=progress
+            )
+    finally:
+        runner.close()
         await services.close()

@@ -31,9 +31,21 @@ class Settings(BaseSettings):
     medsam_checkpoint: Path | None = Field(
         None, description="MedSAM ViT-B checkpoint; without one the fallback proposer is used."
     )
+    model: Literal["medsam_vit_b", "sam_vit_b", "tiny"] = Field(
+        "medsam_vit_b", description="Architecture of the checkpoint (used when one is configured)."
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Torch device for inference.")
     torch_threads: int = Field(1, ge=1, description="Torch threads per inference worker.")
-    ray_address: str | None = Field(None, description="Ray cluster address for batch jobs.")
+    inference_encoder: Literal["auto", "fp32", "bf16", "onnx"] = Field(
+        "auto", description="Encoder path; auto = onnx on CPU, bf16 on CUDA."
+    )
+    inference_decoder: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="Decoder path; auto = onnx on CPU, torch on CUDA."
+    )
+    workers: int = Field(1, ge=0, description="Proposal worker processes (0 = in-process).")
+    ray_address: str | None = Field(
+        None, description="Run batch jobs on Ray: 'local' or a cluster address (ray://host:port)."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     # Ingest safety caps: a hostile upload must not exhaust memory or disk.
     max_image_pixels: int = Field(

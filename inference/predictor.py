@@ -46,7 +46,10 @@ class InferenceConfig:
     Attributes:
         device: ``cpu`` or ``cuda``.
         threads: torch/ONNX Runtime threads (1 per worker process is best on small machines).
-        encoder: ``fp32`` (the reference), ``bf16`` (autocast + SDPA attention) or ``onnx``.
+        encoder: ``fp32`` (the reference), ``bf16`` (autocast; fast on GPUs and CPUs with
+            AVX512-BF16/AMX, slow elsewhere) or ``onnx`` (ONNX Runtime, CPU).
+        sdpa: with ``bf16``, compute attention with ``scaled_dot_product_attention`` (less
+            memory on CPUs; slower on GPUs, where the relative-position bias blocks flash kernels).
         decoder: ``torch`` (the reference) or ``onnx`` (box prompts; others fall back to torch).
         box_chunk: most boxes decoded in one call (caps memory).
         onnx_dir: where exported ONNX files are kept (a temporary folder when None).
@@ -56,6 +59,7 @@ class InferenceConfig:
     device: str = "cpu"
     threads: int = 1
     encoder: Literal["fp32", "bf16", "onnx"] = "fp32"
+    sdpa: bool = False
     decoder: Literal["torch", "onnx"] = "torch"
     box_chunk: int = 16
     onnx_dir: Path | None = None
@@ -98,7 +102,7 @@ class MedSamPredictor:
         self._onnx_encoder: OnnxEncoder | None = None
         self._onnx_decoder: OnnxDecoder | None = None
         if self.config.encoder == "bf16":
-            self._encoder = sdpa_encoder(self.sam)
+            self._encoder = sdpa_encoder(self.sam) if self.config.sdpa else self.sam.image_encoder
         onnx_needed = self.config.encoder == "onnx" or self.config.decoder == "onnx"
         if onnx_needed:
             if self.config.device != "cpu":

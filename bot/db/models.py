@@ -168,7 +168,8 @@ class Proposal(SQLModel, table=True):
     model_id: str = Field(max_length=120)
     mask_key: str = Field(max_length=STORE_KEY)
     prob_key: str | None = Field(default=None, max_length=STORE_KEY)
-    candidate_keys: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    # One-tap alternatives: [{"key": mask store key, "source": "looser", "score": 0.8}, ...]
+    candidates: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     predicted_iou: float | None = None
     stability: float | None = None
     created_at: dt.datetime = _ts()

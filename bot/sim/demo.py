@@ -1,8 +1,11 @@
-"""The offline demo campaign: everything MedCrowd does, on phantom data, with no network.
+"""The offline demo campaign: everything MedCrowd does so far, on phantom data, with no network.
 
-At this stage: phantom images with truth masks, an upload that mixes them with hostile files,
-ingest (normalise, de-identify, cut crops, open real and gold tasks), and a summary with a contact
-sheet of crops. Later stages add proposals, volunteers, fusion and synthesis.
+1. phantom images with truth masks; an upload zip that mixes them with hostile files;
+2. ingest: normalise, de-identify, cut crops, open real and gold tasks;
+3. proposals: MedSAM with a configured checkpoint, else the labelled classical fallback, for every
+   crop, scored against the phantom truth;
+4. a summary and a contact sheet of crops (box yellow, proposal red, gold green).
+Later stages add volunteers in Telegram, fusion and synthesis.
 """
 
 from __future__ import annotations
@@ -12,25 +15,32 @@ import logging
 import shutil
 import time
 import zipfile
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image as PILImage
 from PIL import ImageDraw
 from scipy import ndimage
 from sqlmodel import col, select
 from tqdm import tqdm
 
-from bot.campaign.boxes import parse_boxes
-from bot.campaign.crops import CropTransform
+from bot.campaign.boxes import gold_for_box, parse_boxes
+from bot.campaign.crops import CropTransform, mask_to_crop
 from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
 from bot.campaign.projects import ensure_campaign, summarise
+from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
 from bot.campaign.services import Services
 from bot.db import migrate
-from bot.db.models import Task
+from bot.db.models import Image, Proposal, Task
+from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim.phantom import write_phantoms
 from bot.store import codecs
+from inference.fallback import FALLBACK_ID, FALLBACK_LABEL
+from inference.prediction import dice
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +61,12 @@ def _fresh_dir(root: Path) -> None:
 def _hostile_upload(images: Path, out: Path) -> Path:
     """A zip of real images plus the kinds of file an upload must survive."""
     zip_path = out / "upload.zip"
+    pngs = sorted(images.glob("*.png"))
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for image in sorted(images.glob("*.png")):
+        for image in pngs:
             archive.write(image, f"study/{image.name}")
-        first = sorted(images.glob("*.png"))[0].read_bytes()
-        archive.writestr(f"copies/{sorted(images.glob('*.png'))[0].name}", first)  # same pixels
+        first = pngs[0].read_bytes()
+        archive.writestr(f"copies/{pngs[0].name}", first)  # same pixels again
         archive.writestr("study/truncated.png", first[: len(first) // 3])
         archive.writestr("study/empty.png", b"")
         archive.writestr("study/notes.txt", b"patient list, not an image")
@@ -66,28 +77,63 @@ def _hostile_upload(images: Path, out: Path) -> Path:
     return zip_path
 
 
-def _contact_sheet(services: Services, tasks: list[Task], path: Path, cols: int = 6) -> None:
-    """Crops with their prompt box (yellow) and gold outline (green), ``cols`` per row."""
+def _edge(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    return np.asarray(mask & ~ndimage.binary_erosion(mask), dtype=bool)
+
+
+def _contact_sheet(
+    services: Services,
+    rows: Sequence[tuple[Task, Proposal | None]],
+    path: Path,
+    cols: int = 6,
+) -> None:
+    """Crops with their prompt box (yellow), proposal (red) and gold outline (green)."""
     tile = 160
-    shown = tasks[: cols * 2]
+    shown = rows[: cols * 3]
     sheet = PILImage.new("RGB", (cols * tile, max(1, (len(shown) + cols - 1) // cols) * tile))
-    for i, task in enumerate(shown):
+    for i, (task, proposal) in enumerate(shown):
         crop = codecs.decode_png(services.store.get(task.crop_key))
-        image = PILImage.fromarray(crop).convert("RGB")
+        overlay = np.asarray(PILImage.fromarray(crop).convert("RGB")).copy()
+        if proposal is not None:
+            overlay[_edge(codecs.decode_mask(services.store.get(proposal.mask_key)))] = (
+                235,
+                60,
+                50,
+            )
+        if task.gold_mask_key:
+            overlay[_edge(codecs.decode_mask(services.store.get(task.gold_mask_key)))] = (
+                40,
+                220,
+                90,
+            )
+        image = PILImage.fromarray(overlay)
         t = CropTransform(task.crop_x0, task.crop_y0, task.crop_side, task.crop_out)
         x0, y0, x1, y1 = t.to_crop((task.box_x0, task.box_y0, task.box_x1, task.box_y1))
-        draw = ImageDraw.Draw(image)
-        if task.gold_mask_key:
-            gold = codecs.decode_mask(services.store.get(task.gold_mask_key))
-            edge = gold & ~ndimage.binary_erosion(gold)
-            overlay = np.asarray(image).copy()
-            overlay[edge] = (40, 220, 90)
-            image = PILImage.fromarray(overlay)
-            draw = ImageDraw.Draw(image)
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=(250, 210, 40), width=2)
-        image = image.resize((tile, tile), PILImage.Resampling.BILINEAR)
+        ImageDraw.Draw(image).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(250, 210, 40), width=1)
+        image = image.resize((tile, tile), PILImage.Resampling.NEAREST)
         sheet.paste(image, ((i % cols) * tile, (i // cols) * tile))
     sheet.save(path)
+
+
+def _score_against_truth(
+    services: Services, rows: Sequence[tuple[Task, Image, Proposal | None]], truth_dir: Path
+) -> dict[str, list[float]]:
+    """Dice of each proposal against the phantom truth for its box, by phantom style."""
+    scores: dict[str, list[float]] = defaultdict(list)
+    truths: dict[str, npt.NDArray[np.bool_]] = {}
+    for task, image, proposal in rows:
+        if proposal is None:
+            continue
+        if image.source_name not in truths:
+            truths[image.source_name] = codecs.decode_mask(
+                (truth_dir / image.source_name).read_bytes()
+            )
+        box = (task.box_x0, task.box_y0, task.box_x1, task.box_y1)
+        truth = gold_for_box(truths[image.source_name], box)
+        t = CropTransform(task.crop_x0, task.crop_y0, task.crop_side, task.crop_out)
+        mask = codecs.decode_mask(services.store.get(proposal.mask_key))
+        scores[image.source_name.split("_")[0]].append(dice(mask, mask_to_crop(truth, t)))
+    return scores
 
 
 async def run_demo(settings: Settings, *, n: int, seed: int) -> int:
@@ -102,46 +148,67 @@ async def run_demo(settings: Settings, *, n: int, seed: int) -> int:
             phantom_dir, n=n, style="mixed", seed=seed, progress=lambda: bar.update(1)
         )
     upload = _hostile_upload(phantom_dir / "images", root)
-    url = demo_settings.resolved_database_url
-    await asyncio.to_thread(migrate.upgrade, url)
+    await asyncio.to_thread(migrate.upgrade, demo_settings.resolved_database_url)
     services = Services.from_settings(demo_settings)
+    runner = make_runner(
+        "ray" if settings.ray_address else "local",
+        workers=settings.workers,
+        threads=settings.torch_threads,
+        ray_address=settings.ray_address,
+    )
     try:
         async with services.sessionmaker() as session:
             campaign = await ensure_campaign(session, CAMPAIGN, structure="lesion")
         masks, _ = index_masks([phantom_dir / "gold"], services.limits)
         boxes = parse_boxes((phantom_dir / "boxes.json").read_bytes(), "boxes.json")
-        options = IngestOptions(masks=masks, boxes=boxes)
         with tqdm(desc="ingest", unit="file", disable=None) as bar:
             report = await ingest(
                 services.sessionmaker,
                 services.store,
                 campaign,
                 [upload],
-                options,
+                IngestOptions(masks=masks, boxes=boxes),
                 services.limits,
                 progress=lambda _s: bar.update(1),
             )
         report.write(root / "ingest-report.json")
+        with tqdm(desc="proposals", unit="crop", disable=None) as bar:
+            run = await run_proposals(
+                services.sessionmaker,
+                services.store,
+                campaign,
+                spec_from(demo_settings),
+                runner,
+                progress=lambda done, _total: bar.update(done - bar.n),
+            )
         async with services.sessionmaker() as session:
             summary = await summarise(session, campaign)
-            tasks = list((await session.exec(select(Task).order_by(col(Task.id)))).all())
-        _contact_sheet(services, tasks, root / "crops.png")
+            query = (
+                select(Task, Image, Proposal)
+                .join(Image, col(Task.image_id) == col(Image.id))
+                .join(Proposal, col(Proposal.task_id) == col(Task.id), isouter=True)
+                .order_by(col(Task.id))
+            )
+            rows = [(t, i, p) for t, i, p in (await session.exec(query)).all()]
+        scores = _score_against_truth(services, rows, phantom_dir / "truth")
+        _contact_sheet(services, [(t, p) for t, _, p in rows], root / "crops.png")
     finally:
+        runner.close()
         await services.close()
-    _print_summary(
-        report, manifest["n"], summary.images, summary.tasks, root, time.perf_counter() - started
-    )
+    lines = _ingest_lines(report, manifest["n"], summary.images, summary.tasks)
+    lines += _proposal_lines(run, scores)
+    lines += [
+        f"ingest report               {root / 'ingest-report.json'}",
+        f"contact sheet               {root / 'crops.png'} (box yellow, proposal red, gold green)",
+        f"finished in                 {time.perf_counter() - started:.1f} s",
+    ]
+    print("\n".join(lines))  # noqa: T201
     return 0
 
 
-def _print_summary(
-    report: IngestReport,
-    n_phantoms: int,
-    images: int,
-    tasks: dict[str, dict[str, int]],
-    root: Path,
-    seconds: float,
-) -> None:
+def _ingest_lines(
+    report: IngestReport, n_phantoms: int, images: int, tasks: dict[str, dict[str, int]]
+) -> list[str]:
     counts = report.counts()
     lines = [
         "",
@@ -162,8 +229,23 @@ def _print_summary(
         f"images in campaign          {images}",
         f"tasks open (real)           {tasks['real']['open']}",
         f"tasks open (gold)           {tasks['gold']['open']}",
-        f"ingest report               {root / 'ingest-report.json'}",
-        f"crop contact sheet          {root / 'crops.png'}",
-        f"finished in                 {seconds:.1f} s",
     ]
-    print("\n".join(lines))  # noqa: T201
+    return lines
+
+
+def _proposal_lines(run: ProposalRun, scores: dict[str, list[float]]) -> list[str]:
+    who = FALLBACK_LABEL if run.model_id == FALLBACK_ID else run.model_id
+    lines = [
+        f"proposals written           {run.written} of {run.pending} crops",
+        f"  proposer                  {who}",
+    ]
+    every = [s for values in scores.values() for s in values]
+    if every:
+        lines.append(
+            f"  Dice vs phantom truth     {np.mean(every):.3f} mean over {len(every)} crops"
+        )
+        lines += [
+            f"    {style:<23} {np.mean(values):.3f} ({len(values)} crops)"
+            for style, values in sorted(scores.items())
+        ]
+    return lines

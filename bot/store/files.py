@@ -83,6 +83,10 @@ class FileStore:
         """Remove ``key`` if present (used to undo writes of a failed transaction)."""
         self.path(key).unlink(missing_ok=True)
 
+    def batch(self) -> FileBatch:
+        """A group of writes that can be undone together (see ``FileBatch``)."""
+        return FileBatch(self)
+
     def all_keys(self) -> list[str]:
         """Every stored key, sorted (temporary files are not keys)."""
         found: list[str] = []
@@ -106,3 +110,28 @@ class FileStore:
             tmp.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+class FileBatch:
+    """Writes that belong to one database transaction.
+
+    ``put`` stores files as ``FileStore.put`` does and remembers the ones it created; ``discard``
+    removes exactly those, for when the transaction that would reference them fails.
+    """
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+        self.created: list[str] = []
+
+    def put(self, kind: Kind, data: bytes, ext: str = "png") -> str:
+        """Store ``data`` and return its key."""
+        key, new = self.store.put(kind, data, ext)
+        if new:
+            self.created.append(key)
+        return key
+
+    def discard(self) -> None:
+        """Delete the files this batch created."""
+        for key in self.created:
+            self.store.delete(key)
+        self.created.clear()

@@ -89,6 +89,16 @@ def test_cli_phantom_then_ingest_writes_report(
         == 0
     )
     assert json.loads(report.read_text())["summary"]["duplicate"] == 6
+    # Proposals for every crop, then nothing left to do.
+    tasks = body["summary"]["tasks"]
+    assert (
+        main(["--data-dir", str(data), "propose", "--project", "cli-test", "--workers", "0"]) == 0
+    )
+    assert f"{tasks} proposals written by fallback:random-walker-v1" in capsys.readouterr().out
+    assert (
+        main(["--data-dir", str(data), "propose", "--project", "cli-test", "--workers", "0"]) == 0
+    )
+    assert "0 proposals written" in capsys.readouterr().out
 
 
 def test_cli_grid_boxes(tmp_path: Path) -> None:
@@ -125,6 +135,7 @@ def test_cli_grid_boxes(tmp_path: Path) -> None:
         ),
         (["phantom", "out", "--n", "0"], "n must be at least 1"),
         (["--database-url", "mysql://x/y", "db", "upgrade"], "unsupported backend"),
+        (["propose", "--project", "nope"], "no campaign named 'nope'"),
     ],
 )
 def test_cli_failures_exit_2_with_one_line(
@@ -181,6 +192,9 @@ def test_demo_runs_offline_and_prints_summary(
     assert "unsafe path" in out
     assert "zip bomb" in out
     assert "truncated" in out
+    assert "proposals written" in out
+    assert "classical random-walker proposal" in out
+    assert "Dice vs phantom truth" in out
     root = tmp_path / "demo"
     assert (root / "crops.png").stat().st_size > 1000
     report = json.loads((root / "ingest-report.json").read_text())

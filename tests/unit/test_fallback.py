@@ -29,7 +29,10 @@ def test_fallback_segments_phantom_crops(style: str, capsys: pytest.CaptureFixtu
         dice(proposer.propose(crop, box).mask, truth) for crop, truth, box in _crops(style, 4)
     ]
     with capsys.disabled():
-        pass
+        print(
+            f"\nfallback Dice on {len(scores)} {style} phantom crops: "
+            f"mean {np.mean(scores):.3f}, min {np.min(scores):.3f}"
+        )
     assert np.mean(scores) >= 0.75
 
 

@@ -51,9 +51,10 @@ def test_onnx_paths_match_torch(tiny: LoadedModel, crop: np.ndarray, tmp_path: P
     assert fast.predict(ref_embedding, points=[[40, 40]], point_labels=[1]).mask.shape == crop.shape
 
 
-def test_bf16_encoder_agrees_with_fp32(tiny: LoadedModel, crop: np.ndarray) -> None:
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_bf16_encoder_agrees_with_fp32(tiny: LoadedModel, crop: np.ndarray, sdpa: bool) -> None:
     reference = MedSamPredictor(tiny)
-    fast = MedSamPredictor(tiny, InferenceConfig(encoder="bf16"))
+    fast = MedSamPredictor(tiny, InferenceConfig(encoder="bf16", sdpa=sdpa))
     a, b = reference.embed(crop), fast.embed(crop)
     relative = float((a.tensor - b.tensor).norm() / a.tensor.norm())
     assert relative < 0.05

@@ -1,0 +1,61 @@
+"""The proposals job on a local Ray instance gives exactly the local path's results."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import pool
+from sqlmodel import delete, select
+
+from bot.campaign.proposals import run_proposals
+from bot.db import migrate
+from bot.db.engine import make_engine, make_sessionmaker
+from bot.db.models import Proposal
+from bot.jobs.proposals import LocalRunner, ProposerSpec, RayRunner
+from bot.store.files import FileStore
+from inference.predictor import InferenceConfig
+from tests.helpers.campaigns import phantom_campaign
+
+
+async def test_ray_results_equal_local_pool(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ray.db'}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine = make_engine(url, poolclass=pool.NullPool)
+    sessionmaker = make_sessionmaker(engine)
+    store = FileStore(tmp_path / "store")
+    # Each path gets its own embedding cache: a second run reading the first's fp16 embeddings
+    # would differ in the last bits, which is the cache's documented precision, not the runner's.
+    spec = ProposerSpec("tiny", config=InferenceConfig(), cache_dir=tmp_path / "local-cache")
+    ray_spec = ProposerSpec("tiny", config=InferenceConfig(), cache_dir=tmp_path / "ray-cache")
+    try:
+        campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=3)
+        local = LocalRunner(workers=1)
+        try:
+            await run_proposals(sessionmaker, store, campaign, spec, local, batch_size=2)
+        finally:
+            local.close()
+        async with sessionmaker() as session:
+            expected = {
+                p.task_id: (p.mask_key, p.prob_key, p.candidates, p.predicted_iou)
+                for p in (await session.exec(select(Proposal))).all()
+            }
+            await session.exec(delete(Proposal))
+            await session.commit()
+        ray_runner = RayRunner("local", actors=2)
+        try:
+            run = await run_proposals(
+                sessionmaker, store, campaign, ray_spec, ray_runner, batch_size=2
+            )
+        finally:
+            ray_runner.close()
+        async with sessionmaker() as session:
+            got = {
+                p.task_id: (p.mask_key, p.prob_key, p.candidates, p.predicted_iou)
+                for p in (await session.exec(select(Proposal))).all()
+            }
+    finally:
+        await engine.dispose()
+    assert run.written == len(expected) > 0
+    assert got == expected
+    assert list((tmp_path / "ray-cache").rglob("*.npz"))
