@@ -94,3 +94,30 @@ def jitter_boxes(
         if nx1 - nx0 >= 2 and ny1 - ny0 >= 2:
             out.append((name, (nx0, ny0, nx1, ny1)))
     return out
+
+
+def box_from_taps(
+    points_xy: npt.ArrayLike, hw: tuple[int, int], pad: float = 2.0
+) -> tuple[float, float, float, float]:
+    """A new box prompt from a volunteer's taps: the taps' bounding box, ``pad`` pixels looser.
+
+    Args:
+        points_xy: (P, 2) x/y crop pixels, at least two taps (e.g. two opposite corners).
+        hw: the crop's (H, W); the box is clipped to it.
+        pad: margin added on every side (MedSAM was trained on slightly loose boxes).
+    """
+    points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    if points.shape[0] < 2:
+        raise ValueError(f"a box needs at least two taps, got {points.shape[0]}")
+    h, w = hw
+    x0, y0 = points.min(axis=0) - pad
+    x1, y1 = points.max(axis=0) + pad
+    box = (
+        max(0.0, float(x0)),
+        max(0.0, float(y0)),
+        min(float(w), float(x1)),
+        min(float(h), float(y1)),
+    )
+    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+        raise ValueError(f"taps {points.tolist()} span no area inside the {w}x{h} crop")
+    return box

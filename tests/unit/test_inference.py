@@ -11,7 +11,14 @@ import torch
 from inference.backend import build_tiny_sam
 from inference.cache import EmbeddingCache, image_hash
 from inference.models import MEDSAM, REGISTRY, TINY, CheckpointError, LoadedModel, load_model
-from inference.prediction import Candidate, dedupe, jitter_boxes, mask_iou, stability_score
+from inference.prediction import (
+    Candidate,
+    box_from_taps,
+    dedupe,
+    jitter_boxes,
+    mask_iou,
+    stability_score,
+)
 from inference.predictor import InferenceConfig, MedSamPredictor
 from inference.preprocess import scale_boxes, to_rgb_uint8
 from tests.helpers.medsam_reference import run_medsam
@@ -291,3 +298,12 @@ def test_predictor_rejects_bad_config(tiny: LoadedModel) -> None:
         MedSamPredictor(tiny, InferenceConfig(device="tpu"))
     with pytest.raises(ValueError, match="threads"):
         MedSamPredictor(tiny, InferenceConfig(threads=0))
+
+
+def test_box_from_taps_spans_the_taps_with_padding() -> None:
+    assert box_from_taps([[10, 40], [30, 20]], (50, 60)) == (8.0, 18.0, 32.0, 42.0)
+    assert box_from_taps([[0, 0], [59, 49]], (50, 60)) == (0.0, 0.0, 60.0, 50.0)
+    with pytest.raises(ValueError, match="at least two taps"):
+        box_from_taps([[1, 1]], (10, 10))
+    with pytest.raises(ValueError, match="span no area"):
+        box_from_taps([[100, 100], [120, 130]], (10, 10), pad=0)
