@@ -1,4 +1,4 @@
-"""The ``medcrowd`` command line: ``db``, ``phantom``, ``ingest``, ``demo``.
+"""The ``medcrowd`` command line: ``db``, ``phantom``, ``ingest``, ``propose``, ``bench``, ``demo``.
 
 Settings come from ``MEDCROWD_*`` variables (or ``.env``); ``--data-dir`` and ``--database-url``
 override them. On failure the command prints one line saying why and exits non-zero.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim import demo
 from bot.sim.phantom import STYLES, write_phantoms
+from fusion.bench import as_dicts, run_methods
+from fusion.simulate import Scenario, simulate
 
 logger = logging.getLogger("bot.cli")
 
@@ -97,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--ray", action="store_true", help="run on Ray ($MEDCROWD_RAY_ADDRESS or local)"
     )
+
+    bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    fb = bench_sub.add_parser(
+        "fusion",
+        help="every fusion method on one simulated crowd scenario",
+        description=(
+            "Simulate a crowd scenario (JSON, see fusion/simulate.py) and score every fusion "
+            "method on the same answers: mean and 10th-percentile Dice, share >= 0.90, answers "
+            "per crop, seconds, peak memory."
+        ),
+    )
+    fb.add_argument("--scenario", type=Path, required=True, help="scenario JSON file")
+    fb.add_argument("--out", type=Path, required=True, help="where to write the results JSON")
+    fb.add_argument("--methods", help="comma-separated subset (default: all)")
 
     dm = sub.add_parser(
         "demo",
@@ -193,6 +211,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             f"({run.pending} crops were pending; job {run.job_id})"
         )
         return 0
+    if args.command == "bench":
+        return _bench_fusion(args)
     if args.command == "demo":
         return asyncio.run(demo.run_demo(settings, n=args.n, seed=args.seed))
     raise AssertionError(f"unhandled command {args.command}")
@@ -260,3 +280,25 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> ProposalRun:
     finally:
         runner.close()
         await services.close()
+
+
+def _bench_fusion(args: argparse.Namespace) -> int:
+    scenario = Scenario.from_json(args.scenario)
+    campaign = simulate(scenario)
+    methods = args.methods.split(",") if args.methods else None
+    results = as_dicts(run_methods(campaign, methods=methods))
+    body = {"scenario": str(args.scenario), "answers": len(campaign.answers), "methods": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(body, indent=2))
+    header = (
+        f"{'method':<16} {'Dice':>7} {'p10':>7} {'>=0.90':>7} {'answers':>8} {'s':>7} {'MB':>7}"
+    )
+    print(header)  # noqa: T201
+    for r in results:
+        print(  # noqa: T201
+            f"{r['method']:<16} {r['mean_dice']:>7.4f} {r['p10_dice']:>7.4f} "
+            f"{r['share_dice_90']:>7.1%} {r['answers_per_crop']:>8.2f} {r['seconds']:>7.2f} "
+            f"{r['peak_mb']:>7.1f}"
+        )
+    print(json.dumps(body["methods"]))  # noqa: T201
+    return 0
