@@ -42,7 +42,8 @@ class PAFConfig:
     """Hyperparameters.
 
     Attributes:
-        n_iter: EM iterations of a batch fit.
+        n_iter: most EM iterations of a batch fit.
+        tol: a batch fit stops once no pixel probability moved more than this in an iteration.
         roi_margin: pixels around the union of proposal and masks where the crop is modelled.
         smoothing: Gaussian sigma (px) applied to the pixel log-odds.
         mask_prior: shrinkage of a volunteer's sensitivity/specificity, in masks.
@@ -54,6 +55,7 @@ class PAFConfig:
     """
 
     n_iter: int = 12
+    tol: float = 0.005
     roi_margin: int = 12
     smoothing: float = 1.0
     mask_prior: float = 0.5
@@ -428,6 +430,8 @@ class ProposalAwareFusion:
                 if c.prob is not None and before is not None and before.shape == c.prob.shape:
                     changes.append(float(np.abs(c.prob - before).max()))
             self.loss_history_.append(max(changes[1:], default=1.0))
+            if self.loss_history_[-1] < self.config.tol:
+                break
         return self
 
     def add(self, answer: Answer) -> CropResult:

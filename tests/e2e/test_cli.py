@@ -195,6 +195,7 @@ def test_demo_runs_offline_and_prints_summary(
     assert "proposals written" in out
     assert "classical random-walker proposal" in out
     assert "Dice vs phantom truth" in out
+    assert "simulated crowd fusion" in out
     root = tmp_path / "demo"
     assert (root / "crops.png").stat().st_size > 1000
     report = json.loads((root / "ingest-report.json").read_text())
@@ -221,3 +222,34 @@ def test_cli_bad_setting_names_it(
     err = capsys.readouterr().err.strip()
     assert err.startswith("medcrowd: error: setting device:")
     assert "\n" not in err
+
+
+def test_cli_bench_fusion_writes_every_method(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "tiny.json"
+    scenario.write_text(
+        json.dumps(
+            {
+                "seed": 4,
+                "n_crops": 16,
+                "crop_size": 96,
+                "pool_size": 20,
+                "answers_per_crop": [3, 6],
+                "gold_fraction": 0.25,
+            }
+        )
+    )
+    out = tmp_path / "bench.json"
+    assert main(["bench", "fusion", "--scenario", str(scenario), "--out", str(out)]) == 0
+    body = json.loads(out.read_text())
+    methods = {m["method"]: m for m in body["methods"]}
+    assert set(methods) == {"proposal", "majority-vote", "paf", "paf-adaptive"}
+    assert all(0 <= m["mean_dice"] <= 1 for m in methods.values())
+    assert methods["paf-adaptive"]["answers_per_crop"] <= methods["paf"]["answers_per_crop"]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == body["methods"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"volunteer_mix": {"genius": 1.0}}')
+    assert main(["bench", "fusion", "--scenario", str(bad), "--out", str(out)]) == 2
+    assert "unknown names" in capsys.readouterr().err
