@@ -4,9 +4,11 @@ The model (after research/fusion.md):
 
 * every volunteer ``v`` has persistent parameters shared across all crops: pixel sensitivity
   ``p_v`` and specificity ``q_v`` of their corrected masks, a boundary offset ``d_v`` in pixels
-  (positive = they draw too large), and a 2x3 confusion matrix ``pi_v[A, verdict]`` of their
-  accept/adjust/reject verdicts given whether the proposal is acceptable (``A``); each is shrunk
-  toward the community's values while a volunteer has few answers;
+  (positive = they draw too large), their boundary spread (how far their outline strays from the
+  truth's; near their own outline their pixels count for little), and a 2x3 confusion matrix
+  ``pi_v[A, verdict]`` of their accept/adjust/reject verdicts given whether the proposal is
+  acceptable (``A``); each is shrunk toward the community's values while a volunteer has few
+  answers;
 * each crop has a latent mask ``T`` and a latent "proposal acceptable" flag ``A``; the proposal is
   one more rater whose sensitivity and specificity depend on ``A``;
 * gold crops clamp ``T`` (and ``A``) to the expert's truth; unsure and skip carry no evidence;
@@ -76,8 +78,9 @@ class _Crop:
     # volunteer -> (verdict, ROI mask, ROI signed distance of the mask)
     prob: FloatArray | None = None  # ROI
     accept: float = 0.5
-    contributions: dict[int, tuple[float, float, float, float, float]] = field(default_factory=dict)
-    # volunteer -> (has_mask, sensitivity, specificity, offset, P(A)) of their last estimate
+    contributions: dict[int, tuple[float, float, float, float, float, float]] = field(
+        default_factory=dict
+    )  # volunteer -> (has_mask, sensitivity, specificity, offset, P(A), spread), last estimate
 
 
 @dataclass
@@ -100,6 +103,7 @@ class VolunteerReport:
     sensitivity: float
     specificity: float
     offset_px: float
+    spread_px: float  # mean distance of their outline from the consensus outline
     reliability: float  # p + q - 1 of their masks (0 without masks: unknown)
     vote_skill: float  # P(accept | acceptable) - P(accept | not acceptable)
     spammer_score: float  # 1 = answers independent of the truth
@@ -130,6 +134,7 @@ class ProposalAwareFusion:
         self.proposal_rates = np.array([[0.85, 0.85], [0.95, 0.97]])  # [A] -> (sens, spec)
         self.prior_accept = 0.5
         self.gamma = 0.3
+        self.community_spread = 2.0  # px between a typical outline and the truth's
         self.loss_history_: list[float] = []
 
     # -- data ----------------------------------------------------------------------------------
@@ -218,24 +223,25 @@ class ProposalAwareFusion:
         else:
             mask = None
         c.answers[answer.volunteer] = self._prepared(c, answer.verdict, mask)
-        self.sums.setdefault(answer.volunteer, np.zeros(10))
+        self.sums.setdefault(answer.volunteer, np.zeros(11))
 
     # -- parameters ----------------------------------------------------------------------------
 
-    def _volunteer_params(self, v: int) -> tuple[float, float, float, FloatArray]:
-        """(p, q, offset, pi[2, 3]) of a volunteer, shrunk toward the community.
+    def _volunteer_params(self, v: int) -> tuple[float, float, float, FloatArray, float]:
+        """(p, q, offset, pi[2, 3], boundary spread) of a volunteer, shrunk toward the community.
 
         Adversaries come back neutral (p = q = 0.5, equal verdict rows).
         """
         s = self.sums.get(v)
         if s is None:
-            s = np.zeros(10)
+            s = np.zeros(11)
         k, kv = self.config.mask_prior, self.config.vote_prior
         n = float(s[0])
         p = (float(s[1]) + k * float(self.community[0])) / (n + k)
         q = (float(s[2]) + k * float(self.community[1])) / (n + k)
         offset = float(s[3]) / (n + self.config.offset_prior)
-        votes = s[4:].reshape(2, 3)
+        spread = (float(s[10]) + k * self.community_spread) / (n + k)
+        votes = s[4:10].reshape(2, 3)
         pi = (votes + kv * self.community_votes) / (votes.sum(axis=1, keepdims=True) + kv)
         # Neutralise adversaries smoothly (a hard switch makes EM oscillate): evidence fades to
         # nothing as a volunteer's skill falls from +margin to 0 and stays nothing below.
@@ -249,7 +255,7 @@ class ProposalAwareFusion:
             pi = mean + vote_fade * (pi - mean)
         # No single volunteer's pixel may weigh more than log(0.98 / 0.02) ~ 3.9.
         p, q = min(0.98, max(0.02, p)), min(0.98, max(0.02, q))
-        return p, q, offset, np.maximum(pi, _EPS)
+        return p, q, offset, np.maximum(pi, _EPS), max(spread, 0.5)
 
     # -- E-step for one crop -------------------------------------------------------------------
 
@@ -275,9 +281,13 @@ class ProposalAwareFusion:
                 _, roi_mask, distance = c.answers[v]
                 if roi_mask is None or distance is None:
                     continue
-                p, q, offset, _ = params[v]
-                corrected = (distance - offset) > 0
-                evidence += np.where(corrected, math.log(p / (1 - q)), math.log((1 - p) / q))
+                p, q, offset, _, spread = params[v]
+                shifted = distance - offset
+                # A rater's pixels count fully only beyond its boundary spread: near its own
+                # outline, a wobbly rater says little.
+                ramp = np.minimum(np.abs(shifted) / spread, 1.0)
+                weights = np.where(shifted > 0, math.log(p / (1 - q)), math.log((1 - p) / q))
+                evidence += ramp * weights
             # Only the volunteers' evidence is smoothed (it is noisy pixel by pixel); smoothing
             # the asymmetric prior and proposal terms would shift the boundary.
             if self.config.smoothing > 0 and evidence.any():
@@ -291,24 +301,15 @@ class ProposalAwareFusion:
             prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30)))
         c.prob, c.accept = prob, accept
         # Contributions of this crop's answers to each volunteer's sufficient statistics.
-        for v, (old_has, old_sens, old_spec, old_off, old_a) in c.contributions.items():
-            self._apply(
-                v,
-                -1.0,
-                old_has,
-                old_sens,
-                old_spec,
-                old_off,
-                old_a,
-                c.answers.get(v, (None,))[0] if v in c.answers else None,
-            )
+        for v, old in c.contributions.items():
+            self._apply(v, -1.0, *old, c.answers[v][0] if v in c.answers else None)
         c.contributions = {}
         consensus_area: float | None = None
         consensus_perimeter = 1.0
         for v in sorted(c.answers):
             verdict, roi_mask, distance = c.answers[v]
             if roi_mask is None or distance is None:
-                contribution = (0.0, 0.0, 0.0, 0.0, accept)
+                contribution = (0.0, 0.0, 0.0, 0.0, accept, 0.0)
             else:
                 reference = prob
                 if consensus_area is None:
@@ -326,7 +327,9 @@ class ProposalAwareFusion:
                 extra = float(roi_mask.sum()) - consensus_area
                 root = math.sqrt(max(consensus_perimeter**2 + 4 * math.pi * extra, 0.0))
                 drawn_offset = (root - consensus_perimeter) / (2 * math.pi)
-                contribution = (1.0, sens, spec, drawn_offset, accept)
+                # Mean distance between the corrected outline and the consensus outline.
+                spread = float((corrected != (prob > 0.5)).sum()) / consensus_perimeter
+                contribution = (1.0, sens, spec, drawn_offset, accept, spread)
             c.contributions[v] = contribution
             self._apply(v, 1.0, *contribution, verdict)
 
@@ -339,13 +342,15 @@ class ProposalAwareFusion:
         spec: float,
         offset: float,
         accept: float,
+        spread: float,
         verdict: int | None,
     ) -> None:
-        s = self.sums.setdefault(v, np.zeros(10))
+        s = self.sums.setdefault(v, np.zeros(11))
         s[0] += sign * has
         s[1] += sign * sens
         s[2] += sign * spec
         s[3] += sign * offset
+        s[10] += sign * spread
         if verdict is not None:
             s[4 + verdict] += sign * (1 - accept)
             s[7 + verdict] += sign * accept
@@ -354,16 +359,17 @@ class ProposalAwareFusion:
 
     def _refresh_shared(self) -> None:
         """Community priors, proposal-as-rater rates, P(acceptable) and foreground share."""
-        total = np.zeros(10)
+        total = np.zeros(11)
         for v in sorted(self.sums):
             total += self.sums[v]
         if total[0] >= 1:
+            self.community_spread = float((total[10] + 2 * 2.0) / (total[0] + 2))
             self.community = np.clip(
                 np.array([(total[1] + 9) / (total[0] + 10), (total[2] + 9) / (total[0] + 10)]),
                 0.55,
                 0.995,
             )
-        votes = total[4:].reshape(2, 3)
+        votes = total[4:10].reshape(2, 3)
         self.community_votes = (votes + 1.0) / (votes.sum(axis=1, keepdims=True) + 3.0)
         stats = np.zeros((2, 3))  # [A] -> (weight, Σ sens, Σ spec)
         accepts, fg, area = [], 0.0, 0.0
@@ -384,7 +390,7 @@ class ProposalAwareFusion:
             fg += float(c.prob.sum())
             area += c.prob.size
         prior = np.array([[0.85, 0.85], [0.95, 0.97]])
-        self.proposal_rates = np.clip((stats[:, 1:] + 2 * prior) / (stats[:, :1] + 2), 0.5, 0.999)
+        self.proposal_rates = np.clip((stats[:, 1:3] + 2 * prior) / (stats[:, :1] + 2), 0.5, 0.999)
         if accepts:
             self.prior_accept = float(np.clip((sum(accepts) + 1) / (len(accepts) + 2), 0.05, 0.95))
         if area:
@@ -409,11 +415,12 @@ class ProposalAwareFusion:
 
     def refit(self) -> Self:
         """Batch EM from scratch over every crop and answer the model holds (the periodic job)."""
-        self.sums = {v: np.zeros(10) for v in self.sums}
+        self.sums = {v: np.zeros(11) for v in self.sums}
         self.community = np.array([0.9, 0.9])
         self.community_votes = np.array([[0.2, 0.5, 0.3], [0.8, 0.1, 0.1]])
         self.proposal_rates = np.array([[0.85, 0.85], [0.95, 0.97]])
         self.prior_accept, self.gamma = 0.5, 0.3
+        self.community_spread = 2.0
         self.loss_history_ = []
         for c in self.crops.values():
             c.contributions, c.prob, c.accept = {}, None, 0.5
@@ -490,7 +497,7 @@ class ProposalAwareFusion:
             n = s[0]
             p = (s[1] + k * self.community[0]) / (n + k)
             q = (s[2] + k * self.community[1]) / (n + k)
-            votes = s[4:].reshape(2, 3)
+            votes = s[4:10].reshape(2, 3)
             pi = (votes + kv * self.community_votes) / (votes.sum(axis=1, keepdims=True) + kv)
             reliability = float(p + q - 1) if n >= 1 else 0.0
             vote_skill = float(pi[1, ACCEPT] - pi[0, ACCEPT])
@@ -504,6 +511,7 @@ class ProposalAwareFusion:
                     sensitivity=float(p),
                     specificity=float(q),
                     offset_px=float(s[3] / (n + self.config.offset_prior)),
+                    spread_px=float((s[10] + k * self.community_spread) / (n + k)),
                     reliability=reliability,
                     vote_skill=vote_skill,
                     spammer_score=float(np.clip(1 - informative / 0.5, 0, 1)),
@@ -523,6 +531,7 @@ class ProposalAwareFusion:
             "community": self.community.tolist(),
             "community_votes": self.community_votes.tolist(),
             "proposal_rates": self.proposal_rates.tolist(),
+            "community_spread": self.community_spread,
             "prior_accept": self.prior_accept,
             "gamma": self.gamma,
         }
@@ -537,6 +546,7 @@ class ProposalAwareFusion:
         model.community = np.asarray(state["community"], dtype=np.float64)
         model.community_votes = np.asarray(state["community_votes"], dtype=np.float64)
         model.proposal_rates = np.asarray(state["proposal_rates"], dtype=np.float64)
+        model.community_spread = float(state["community_spread"])
         model.prior_accept = float(state["prior_accept"])
         model.gamma = float(state["gamma"])
         return model
