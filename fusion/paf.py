@@ -150,38 +150,34 @@ class ProposalAwareFusion:
         )
         self._set_roi(crop)
 
+    def _bounds(self, mask: Mask) -> tuple[int, int, int, int] | None:
+        """(y0, y1, x0, x1) of a mask's bounding box plus the ROI margin, or None if empty."""
+        ys, xs = np.nonzero(mask)
+        if ys.size == 0:
+            return None
+        h, w = mask.shape
+        m = self.config.roi_margin
+        return (
+            max(0, int(ys.min()) - m),
+            min(h, int(ys.max()) + 1 + m),
+            max(0, int(xs.min()) - m),
+            min(w, int(xs.max()) + 1 + m),
+        )
+
     def _set_roi(self, crop: int) -> None:
         c = self.crops[crop]
-        union = c.proposal.copy()
-        if c.gold is not None:
-            union |= c.gold
+        union = c.proposal if c.gold is None else c.proposal | c.gold
         h, w = union.shape
-        ys, xs = np.nonzero(union)
-        m = self.config.roi_margin
-        if ys.size == 0:
-            roi = (0, h, 0, w)
-        else:
-            roi = (
-                max(0, ys.min() - m),
-                min(h, ys.max() + 1 + m),
-                max(0, xs.min() - m),
-                min(w, xs.max() + 1 + m),
-            )
-        c.roi = roi
+        c.roi = self._bounds(union) or (0, h, 0, w)
 
     def _grow_roi(self, crop: int, mask: Mask) -> None:
         """Widen a crop's ROI to hold a new mask, re-cropping what it already holds."""
         c = self.crops[crop]
-        ys, xs = np.nonzero(mask)
-        if ys.size == 0:
+        bounds = self._bounds(mask)
+        if bounds is None:
             return
-        h, w = mask.shape
-        m = self.config.roi_margin
         y0, y1, x0, x1 = c.roi
-        new = (
-            min(y0, max(0, ys.min() - m)), max(y1, min(h, ys.max() + 1 + m)),
-            min(x0, max(0, xs.min() - m)), max(x1, min(w, xs.max() + 1 + m)),
-        )  # fmt: skip
+        new = (min(y0, bounds[0]), max(y1, bounds[1]), min(x0, bounds[2]), max(x1, bounds[3]))
         if new == c.roi:
             return
         full = {

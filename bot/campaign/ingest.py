@@ -263,6 +263,7 @@ async def store_prepared(
     try:
         for image in prepared.images:
             content_hash = sha256_hex(image.png)
+            # Checked again inside the transaction: two slices of one volume can be identical.
             existing = await queries.image_by_hash(
                 session, campaign_id=campaign.id, content_hash=content_hash
             )
