@@ -223,10 +223,10 @@ class ProposalAwareFusion:
 
     # -- parameters ----------------------------------------------------------------------------
 
-    def _volunteer_params(self, v: int) -> tuple[float, float, float, FloatArray, float]:
-        """(p, q, offset, pi[2, 3], boundary spread) of a volunteer, shrunk toward the community.
+    def _shrunk(self, v: int) -> tuple[float, float, float, float, FloatArray, FloatArray]:
+        """A volunteer's raw estimates, shrunk toward the community by the configured priors.
 
-        Adversaries come back neutral (p = q = 0.5, equal verdict rows).
+        Returns ``(p, q, offset, spread, votes[2, 3], pi[2, 3])``, before neutralisation and caps.
         """
         s = self.sums.get(v)
         if s is None:
@@ -239,6 +239,14 @@ class ProposalAwareFusion:
         spread = (float(s[10]) + k * self.community_spread) / (n + k)
         votes = s[4:10].reshape(2, 3)
         pi = (votes + kv * self.community_votes) / (votes.sum(axis=1, keepdims=True) + kv)
+        return p, q, offset, spread, votes, pi
+
+    def _volunteer_params(self, v: int) -> tuple[float, float, float, FloatArray, float]:
+        """(p, q, offset, pi[2, 3], boundary spread) of a volunteer, as the E-step uses them.
+
+        Adversaries come back neutral (p = q = 0.5, equal verdict rows).
+        """
+        p, q, offset, spread, _, pi = self._shrunk(v)
         # Neutralise adversaries smoothly (a hard switch makes EM oscillate): evidence fades to
         # nothing as a volunteer's skill falls from +margin to 0 and stays nothing below.
         margin = self.config.adversary_margin
@@ -488,13 +496,8 @@ class ProposalAwareFusion:
         """What was learned about each volunteer."""
         reports = []
         for v in sorted(self.sums):
-            s = self.sums[v]
-            k, kv = self.config.mask_prior, self.config.vote_prior
-            n = s[0]
-            p = (s[1] + k * self.community[0]) / (n + k)
-            q = (s[2] + k * self.community[1]) / (n + k)
-            votes = s[4:10].reshape(2, 3)
-            pi = (votes + kv * self.community_votes) / (votes.sum(axis=1, keepdims=True) + kv)
+            n = float(self.sums[v][0])
+            p, q, offset, spread, votes, pi = self._shrunk(v)
             reliability = float(p + q - 1) if n >= 1 else 0.0
             vote_skill = float(pi[1, ACCEPT] - pi[0, ACCEPT])
             informative = max(abs(reliability), abs(vote_skill)) if n >= 1 else abs(vote_skill)
@@ -506,8 +509,8 @@ class ProposalAwareFusion:
                     volunteer=v,
                     sensitivity=float(p),
                     specificity=float(q),
-                    offset_px=float(s[3] / (n + self.config.offset_prior)),
-                    spread_px=float((s[10] + k * self.community_spread) / (n + k)),
+                    offset_px=offset,
+                    spread_px=spread,
                     reliability=reliability,
                     vote_skill=vote_skill,
                     spammer_score=float(np.clip(1 - informative / 0.5, 0, 1)),

@@ -68,19 +68,6 @@ class ProposalResult:
     candidates: list[Candidate]
 
 
-class Proposer(Protocol):
-    """What both MedSAM and the fallback offer the job."""
-
-    @property
-    def model_id(self) -> str:
-        """Id stored with each proposal."""
-        ...
-
-    def propose(self, image: npt.NDArray[np.generic], box: Box) -> Prediction:
-        """The proposal for one crop."""
-        ...
-
-
 def build_proposer(spec: ProposerSpec) -> MedSamPredictor | FallbackProposer:
     """Build the proposer a spec describes (the checkpoint always wins over the fallback)."""
     if spec.model == "fallback":

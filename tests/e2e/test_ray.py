@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import pool
 from sqlmodel import delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign.proposals import run_proposals
 from bot.db import migrate
@@ -16,6 +17,11 @@ from bot.jobs.proposals import LocalRunner, ProposerSpec, RayRunner
 from bot.store.files import FileStore
 from inference.predictor import InferenceConfig
 from tests.helpers.campaigns import phantom_campaign
+
+
+async def _proposals(session: AsyncSession) -> dict[int, tuple[object, ...]]:
+    rows = (await session.exec(select(Proposal))).all()
+    return {p.task_id: (p.mask_key, p.prob_key, p.candidates, p.predicted_iou) for p in rows}
 
 
 async def test_ray_results_equal_local_pool(tmp_path: Path) -> None:
@@ -36,10 +42,7 @@ async def test_ray_results_equal_local_pool(tmp_path: Path) -> None:
         finally:
             local.close()
         async with sessionmaker() as session:
-            expected = {
-                p.task_id: (p.mask_key, p.prob_key, p.candidates, p.predicted_iou)
-                for p in (await session.exec(select(Proposal))).all()
-            }
+            expected = await _proposals(session)
             await session.exec(delete(Proposal))
             await session.commit()
         ray_runner = RayRunner("local", actors=2)
@@ -50,10 +53,7 @@ async def test_ray_results_equal_local_pool(tmp_path: Path) -> None:
         finally:
             ray_runner.close()
         async with sessionmaker() as session:
-            got = {
-                p.task_id: (p.mask_key, p.prob_key, p.candidates, p.predicted_iou)
-                for p in (await session.exec(select(Proposal))).all()
-            }
+            got = await _proposals(session)
     finally:
         await engine.dispose()
     assert run.written == len(expected) > 0
