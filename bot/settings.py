@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     inference_encoder: Literal["auto", "fp32", "bf16", "onnx"] = Field(
         "auto", description="Encoder path; auto = onnx on CPU, bf16 on CUDA."
     )
-    inference_decoder: Literal["auto", "torch", "onnx"] = Field(
+    inference_decoder: Literal["auto", "torch", "factored", "onnx"] = Field(
         "auto", description="Decoder path; auto = onnx on CPU, torch on CUDA."
     )
     workers: int = Field(1, ge=0, description="Proposal worker processes (0 = in-process).")

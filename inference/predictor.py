@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.cache import EmbeddingCache, image_hash
-from inference.fast import OnnxDecoder, OnnxEncoder, sdpa_encoder
+from inference.fast import FactoredBoxDecoder, OnnxDecoder, OnnxEncoder, sdpa_encoder
 from inference.models import LoadedModel
 from inference.prediction import Candidate, Prediction, dedupe, jitter_boxes, stability_score
 from inference.preprocess import (
@@ -50,7 +50,10 @@ class InferenceConfig:
             AVX512-BF16/AMX, slow elsewhere) or ``onnx`` (ONNX Runtime, CPU).
         sdpa: with ``bf16``, compute attention with ``scaled_dot_product_attention`` (less
             memory on CPUs; slower on GPUs, where the relative-position bias blocks flash kernels).
-        decoder: ``torch`` (the reference) or ``onnx`` (box prompts; others fall back to torch).
+        decoder: ``torch`` (the reference), ``factored`` (the same function with its products
+            reordered, about half the work per box: ``FactoredBoxDecoder``) or ``onnx`` (the
+            factored decoder in ONNX Runtime, CPU). The last two serve box prompts; points, masks
+            and multimask output take the reference.
         box_chunk: most boxes decoded in one call (caps memory).
         onnx_dir: where exported ONNX files are kept (a temporary folder when None).
         jitter: box change for the smaller/larger candidates, as a fraction of the box size.
@@ -60,7 +63,7 @@ class InferenceConfig:
     threads: int = 1
     encoder: Literal["fp32", "bf16", "onnx"] = "fp32"
     sdpa: bool = False
-    decoder: Literal["torch", "onnx"] = "torch"
+    decoder: Literal["torch", "factored", "onnx"] = "torch"
     box_chunk: int = 16
     onnx_dir: Path | None = None
     jitter: float = 0.1
@@ -68,11 +71,16 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class Embedding:
-    """A crop's image embedding: ``tensor`` (1, C, g, g) float32, with the crop's (H, W)."""
+    """A crop's image embedding: ``tensor`` (1, C, g, g) float32, with the crop's (H, W).
+
+    ``derived`` keeps what a decoder computes once per embedding (the factored decoder's
+    prompt-independent tensors), so that later prompts on the same crop skip it.
+    """
 
     tensor: torch.Tensor
     original_hw: tuple[int, int]
     model_id: str
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class MedSamPredictor:
@@ -101,6 +109,9 @@ class MedSamPredictor:
         self._encoder: Any = None
         self._onnx_encoder: OnnxEncoder | None = None
         self._onnx_decoder: OnnxDecoder | None = None
+        self._factored: FactoredBoxDecoder | None = None
+        if self.config.decoder == "factored":
+            self._factored = FactoredBoxDecoder(self.sam).eval()
         if self.config.encoder == "bf16":
             self._encoder = sdpa_encoder(self.sam) if self.config.sdpa else self.sam.image_encoder
         onnx_needed = self.config.encoder == "onnx" or self.config.decoder == "onnx"
@@ -204,9 +215,18 @@ class MedSamPredictor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts already in the input frame -> ((N, K, h, w) logits, (N, K) predicted IoU)."""
         simple = points is None and mask_input is None and not multimask and boxes is not None
+        if simple and self._factored is not None:
+            assert boxes is not None
+            if "factored" not in embedding.derived:
+                embedding.derived["factored"] = self._factored.prepare(embedding.tensor)
+            prompts = torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
+            return self._factored(*embedding.derived["factored"], prompts)  # type: ignore[no-any-return]
         if simple and self._onnx_decoder is not None:
             assert boxes is not None
-            logits, iou = self._onnx_decoder(embedding.tensor.cpu().numpy(), boxes)
+            if "onnx" not in embedding.derived:
+                prepared = self._onnx_decoder.prepare(embedding.tensor.cpu().numpy())
+                embedding.derived["onnx"] = prepared
+            logits, iou = self._onnx_decoder(embedding.derived["onnx"], boxes)
             return torch.from_numpy(logits), torch.from_numpy(iou)
         pe, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
         box_t = None if boxes is None else torch.as_tensor(boxes, device=self.device)

@@ -48,6 +48,7 @@ def _crops() -> list[tuple[np.ndarray, np.ndarray, tuple[float, float, float, fl
     ("config", "min_iou"),
     [
         (InferenceConfig(encoder="onnx", decoder="onnx"), 0.999),
+        (InferenceConfig(decoder="factored"), 0.999),
         (InferenceConfig(encoder="bf16"), 0.98),
     ],
     ids=["onnx", "bf16"],

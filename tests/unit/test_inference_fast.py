@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import numpy as np
 import pytest
 import torch
 
 from bot.sim.phantom import make_phantom
-from inference.fast import sdpa_encoder
+from inference.backend import sam_modules
+from inference.fast import FactoredBoxDecoder, OnnxDecoder, _BoxDecoder, sdpa_encoder
 from inference.models import TINY, LoadedModel, load_model
 from inference.prediction import mask_iou
 from inference.predictor import InferenceConfig, MedSamPredictor
@@ -46,7 +49,11 @@ def test_onnx_paths_match_torch(tiny: LoadedModel, crop: np.ndarray, tmp_path: P
         assert b.low_res_logits is not None
         np.testing.assert_allclose(b.low_res_logits, a.low_res_logits, atol=1e-4)
         assert mask_iou(a.mask, b.mask) >= 0.999
-    assert {p.name for p in tmp_path.rglob("*.onnx")} == {"encoder.onnx", "decoder.onnx"}
+    assert {p.name for p in tmp_path.rglob("*.onnx")} == {
+        "encoder.onnx",
+        OnnxDecoder.PREPARE,
+        OnnxDecoder.DECODE,
+    }
     # Points still work on the ONNX predictor (they take the torch decoder).
     assert fast.predict(ref_embedding, points=[[40, 40]], point_labels=[1]).mask.shape == crop.shape
 
@@ -70,3 +77,75 @@ def test_onnx_needs_cpu(tiny: LoadedModel) -> None:
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match="no GPU"):
         MedSamPredictor(tiny, InferenceConfig(device="cuda", decoder="onnx"))
+
+
+def _sam_decoder(depth: int, seed: int) -> SimpleNamespace:
+    """SAM's prompt encoder and mask decoder at small sizes, with ``depth`` two-way blocks."""
+    _, modeling = sam_modules()
+    torch.manual_seed(seed)
+    prompt_encoder = modeling.PromptEncoder(
+        embed_dim=32, image_embedding_size=(8, 8), input_image_size=(128, 128), mask_in_chans=4
+    )
+    mask_decoder = modeling.MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=modeling.TwoWayTransformer(
+            depth=depth, embedding_dim=32, mlp_dim=64, num_heads=4
+        ),
+        transformer_dim=32,
+        iou_head_depth=2,
+        iou_head_hidden_dim=32,
+    )
+    for parameter in [*prompt_encoder.parameters(), *mask_decoder.parameters()]:
+        torch.nn.init.normal_(parameter, std=0.3)  # large logits: a real test of the algebra
+    return SimpleNamespace(prompt_encoder=prompt_encoder.eval(), mask_decoder=mask_decoder.eval())
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_factored_decoder_is_sams_decoder(depth: int) -> None:
+    sam = _sam_decoder(depth, seed=depth)
+    embedding = torch.randn(1, 32, 8, 8)
+    boxes = torch.tensor([[10.0, 12.0, 90.0, 70.0], [0.0, 0.0, 127.0, 127.0], [50, 60, 58, 61]])
+    with torch.inference_mode():
+        expected_logits, expected_iou = _BoxDecoder(sam)(embedding, boxes)
+        factored = FactoredBoxDecoder(sam)
+        logits, iou = factored(*factored.prepare(embedding), boxes)
+        single, _ = factored(*factored.prepare(embedding), boxes[1:2])
+    # Far from trivial at the tolerance below: boxes change the logits, which vary across pixels.
+    assert (expected_logits[0] - expected_logits[1]).abs().max() > 1e-3
+    assert expected_logits.std() > 0.01
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(iou, expected_iou, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(single, expected_logits[1:2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["factored", "onnx"])
+def test_fast_decoders_prepare_once_per_embedding(
+    tiny: LoadedModel,
+    crop: np.ndarray,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    decoder: Literal["factored", "onnx"],
+) -> None:
+    reference = MedSamPredictor(tiny)
+    fast = MedSamPredictor(tiny, InferenceConfig(decoder=decoder, onnx_dir=tmp_path))
+    embedding = reference.embed(crop)
+    owner = OnnxDecoder if decoder == "onnx" else FactoredBoxDecoder
+    calls: list[int] = []
+    original = owner.prepare
+
+    def counting(self: Any, embedding: Any) -> Any:
+        calls.append(1)
+        return original(self, embedding)
+
+    monkeypatch.setattr(owner, "prepare", counting)
+    boxes = [(10, 10, 60, 70), (30, 20, 100, 80)]
+    for box in boxes:
+        got = fast.predict_boxes(embedding, [box])[0]
+        want = reference.predict_boxes(embedding, [box])[0]
+        assert got.low_res_logits is not None
+        assert want.low_res_logits is not None
+        np.testing.assert_allclose(got.low_res_logits, want.low_res_logits, atol=1e-4)
+        assert got.predicted_iou == pytest.approx(want.predicted_iou, abs=1e-5)
+    assert len(calls) == 1
+    assert len(fast.candidates(embedding, boxes[0])) >= 1
+    assert len(calls) == 1
