@@ -51,7 +51,7 @@ def _crops() -> list[tuple[np.ndarray, np.ndarray, tuple[float, float, float, fl
         (InferenceConfig(decoder="factored"), 0.999),
         (InferenceConfig(encoder="bf16"), 0.98),
     ],
-    ids=["onnx", "bf16"],
+    ids=["onnx", "factored", "bf16"],
 )
 def test_fast_paths_match_fp32_on_real_weights(
     medsam: LoadedModel, config: InferenceConfig, min_iou: float, tmp_path: Path
