@@ -1,21 +1,32 @@
 """The fusion benchmark: every method on the same simulated answers of one scenario.
 
 Per method: mean Dice, 10th-percentile Dice, share of crops with Dice >= 0.90 (gold crops are not
-scored), mean answers used per crop, wall seconds and peak traced memory (NumPy allocations
-included). ``paf-adaptive`` streams the answers in arrival order and stops asking about a crop as
-soon as the model retires or escalates it (the bot's behaviour); the others use every answer.
+scored), mean answers used per crop, wall seconds and peak extra memory. ``paf-adaptive`` streams
+the answers in arrival order and stops asking about a crop as soon as the model retires or
+escalates it (the bot's behaviour); the others use every answer. The published peers of
+``fusion.peers`` join when their libraries are installed (the ``bench`` extra).
+
+Each method runs in a forked child process (where the platform has ``fork``): its seconds are wall
+time with nothing else traced, and its memory is the child's peak resident set above what it
+started with, so allocations made by C and C++ code (pandas, ITK) count too.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import resource
+import sys
 import time
-import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from fusion import peers
 from fusion.baselines import answer_masks, majority_vote
 from fusion.paf import PAFConfig, ProposalAwareFusion
 from fusion.simulate import Answer, Campaign, dice
@@ -114,30 +125,114 @@ def _paf_adaptive(campaign: Campaign, config: PAFConfig) -> tuple[dict[int, Mask
     )
 
 
+def _rss_mb() -> float:
+    """This process's resident set now (Linux), in MB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+Outcome = tuple[dict[int, Mask], float, float, float]  # masks, answers/crop, seconds, peak MB
+
+
+def _timed(fn: Callable[[Campaign], tuple[dict[int, Mask], float]], campaign: Campaign) -> Outcome:
+    start_mb = _rss_mb()
+    started = time.perf_counter()
+    masks, answers = fn(campaign)
+    seconds = time.perf_counter() - started
+    return masks, answers, seconds, max(0.0, _peak_rss_mb() - start_mb)
+
+
+def _child(
+    fn: Callable[[Campaign], tuple[dict[int, Mask], float]],
+    campaign: Campaign,
+    conn: Any,
+) -> None:
+    try:
+        masks, answers, seconds, peak = _timed(fn, campaign)
+        packed = {i: np.packbits(m) for i, m in masks.items()}
+        conn.send(("ok", packed, answers, seconds, peak))
+    except BaseException as error:  # report it in the parent
+        conn.send(("error", f"{type(error).__name__}: {error}", 0.0, 0.0, 0.0))
+    finally:
+        conn.close()
+
+
+def _isolated(
+    fn: Callable[[Campaign], tuple[dict[int, Mask], float]], campaign: Campaign
+) -> Outcome:
+    """Run ``fn`` in a forked child and measure it there (in-process where fork is missing)."""
+    if sys.platform != "linux":
+        return _timed(fn, campaign)
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(fn, campaign, sender))
+    process.start()
+    sender.close()
+    try:
+        status, payload, answers, seconds, peak = receiver.recv()
+    except EOFError:
+        payload, status = f"the method's process died (exit code {process.exitcode})", "error"
+    process.join()
+    if status != "ok":
+        raise RuntimeError(str(payload))
+    shape = campaign.proposals[0].shape
+    size = int(np.prod(shape))
+    masks = {
+        i: np.unpackbits(bits, count=size).reshape(shape).astype(bool)
+        for i, bits in payload.items()
+    }
+    return masks, answers, seconds, peak
+
+
+def available_methods() -> list[str]:
+    """Our methods and the baselines, then the peers whose libraries are installed."""
+    have = peers.available()
+    return [*OWN_METHODS, *(name for name, (lib, _) in peers.PEERS.items() if have[lib])]
+
+
+OWN_METHODS = ("proposal", "majority-vote", "paf", "paf-adaptive")
+
+
 def run_methods(
-    campaign: Campaign, config: PAFConfig | None = None, methods: list[str] | None = None
+    campaign: Campaign,
+    config: PAFConfig | None = None,
+    methods: list[str] | None = None,
+    *,
+    isolate: bool = True,
 ) -> list[MethodResult]:
-    """Score every method on ``campaign``."""
+    """Score every method on ``campaign`` (by default: ours, the baselines, installed peers)."""
     config = config or PAFConfig()
+    scored = np.flatnonzero(~campaign.gold)
+    full_budget = float(np.mean([len(_by_crop(campaign.answers).get(int(i), [])) for i in scored]))
+
+    def peer(fn: peers.PeerFn) -> Callable[[Campaign], tuple[dict[int, Mask], float]]:
+        return lambda c: (fn(c), full_budget)
+
     table: dict[str, Callable[[Campaign], tuple[dict[int, Mask], float]]] = {
         "proposal": _proposal,
         "majority-vote": _majority,
         "paf": lambda c: _paf(c, config),
         "paf-adaptive": lambda c: _paf_adaptive(c, config),
+        **{name: peer(fn) for name, (_, fn) in peers.PEERS.items()},
     }
-    chosen = methods or list(table)
+    chosen = methods or available_methods()
     unknown = set(chosen) - set(table)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(table)}")
-    scored = np.flatnonzero(~campaign.gold)
+    have = peers.available()
+    missing = [m for m in chosen if m in peers.PEERS and not have[peers.PEERS[m][0]]]
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)} need the bench extra: pip install 'medcrowd[bench]'"
+        )
     results = []
     for name in chosen:
-        tracemalloc.start()
-        started = time.perf_counter()
-        masks, answers = table[name](campaign)
-        seconds = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        run = _isolated if isolate else _timed
+        masks, answers, seconds, peak = run(table[name], campaign)
         scores = np.array([dice(masks[int(i)], campaign.truth[i]) for i in scored])
         results.append(
             MethodResult(
@@ -146,8 +241,8 @@ def run_methods(
                 p10_dice=round(float(np.percentile(scores, 10)), 4),
                 share_dice_90=round(float((scores >= 0.90).mean()), 4),
                 answers_per_crop=round(answers, 2),
-                seconds=round(seconds, 2),
-                peak_mb=round(peak / 2**20, 1),
+                seconds=round(seconds, 3),
+                peak_mb=round(peak, 1),
             )
         )
     return results

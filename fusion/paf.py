@@ -45,7 +45,8 @@ class PAFConfig:
 
     Attributes:
         n_iter: most EM iterations of a batch fit.
-        tol: a batch fit stops once no pixel probability moved more than this in an iteration.
+        tol: a batch fit stops once an iteration changes the consensus of fewer pixels than this
+            share of the campaign's consensus area.
         roi_margin: pixels around the union of proposal and masks where the crop is modelled.
         smoothing: Gaussian sigma (px) applied to the pixel log-odds.
         mask_prior: shrinkage of a volunteer's sensitivity/specificity, in masks.
@@ -81,6 +82,8 @@ class _Crop:
     contributions: dict[int, tuple[float, float, float, float, float, float]] = field(
         default_factory=dict
     )  # volunteer -> (has_mask, sensitivity, specificity, offset, P(A), spread), last estimate
+    stack: tuple[list[int], npt.NDArray[np.float32], FloatArray] | None = None
+    # (volunteers with a mask, their (K, h, w) signed distances, their mask areas): a cache
 
 
 @dataclass
@@ -152,16 +155,17 @@ class ProposalAwareFusion:
 
     def _bounds(self, mask: Mask) -> tuple[int, int, int, int] | None:
         """(y0, y1, x0, x1) of a mask's bounding box plus the ROI margin, or None if empty."""
-        ys, xs = np.nonzero(mask)
-        if ys.size == 0:
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
             return None
+        cols = np.flatnonzero(mask.any(axis=0))
         h, w = mask.shape
         m = self.config.roi_margin
         return (
-            max(0, int(ys.min()) - m),
-            min(h, int(ys.max()) + 1 + m),
-            max(0, int(xs.min()) - m),
-            min(w, int(xs.max()) + 1 + m),
+            max(0, int(rows[0]) - m),
+            min(h, int(rows[-1]) + 1 + m),
+            max(0, int(cols[0]) - m),
+            min(w, int(cols[-1]) + 1 + m),
         )
 
     def _set_roi(self, crop: int) -> None:
@@ -187,6 +191,7 @@ class ProposalAwareFusion:
         c.roi = new
         c.prob = None
         c.answers = {}
+        c.stack = None
         for v, (r, full_mask) in full.items():
             c.answers[v] = self._prepared(c, r, full_mask)
 
@@ -219,6 +224,7 @@ class ProposalAwareFusion:
         else:
             mask = None
         c.answers[answer.volunteer] = self._prepared(c, answer.verdict, mask)
+        c.stack = None
         self.sums.setdefault(answer.volunteer, np.zeros(11))
 
     # -- parameters ----------------------------------------------------------------------------
@@ -263,12 +269,35 @@ class ProposalAwareFusion:
 
     # -- E-step for one crop -------------------------------------------------------------------
 
+    def _stack(self, c: _Crop) -> tuple[list[int], npt.NDArray[np.float32], FloatArray]:
+        """The crop's masks as arrays: volunteers, (K, h, w) signed distances, (K,) areas."""
+        if c.stack is None:
+            voters = [v for v in sorted(c.answers) if c.answers[v][1] is not None]
+            y0, y1, x0, x1 = c.roi
+            distances = np.zeros((len(voters), y1 - y0, x1 - x0), dtype=np.float32)
+            areas = np.zeros(len(voters))
+            for k, v in enumerate(voters):
+                _, roi_mask, distance = c.answers[v]
+                assert roi_mask is not None
+                assert distance is not None
+                distances[k] = distance
+                areas[k] = float(roi_mask.sum())
+            c.stack = (voters, distances, areas)
+        return c.stack
+
     def _estimate(self, crop: int) -> None:
         """Re-estimate one crop and replace its answers' contributions to the volunteer sums."""
         c = self.crops[crop]
         y0, y1, x0, x1 = c.roi
         proposal = c.proposal[y0:y1, x0:x1]
         params = {v: self._volunteer_params(v) for v in sorted(c.answers)}
+        voters, distances, areas = self._stack(c)
+        p = np.array([params[v][0] for v in voters])
+        q = np.array([params[v][1] for v in voters])
+        offsets = np.array([params[v][2] for v in voters], dtype=np.float32)
+        spreads = np.array([params[v][4] for v in voters], dtype=np.float32)
+        shifted = distances - offsets[:, None, None]  # > 0: inside the offset-corrected mask
+        corrected = shifted > 0
         if c.gold is not None:
             truth = c.gold[y0:y1, x0:x1]
             prob = truth.astype(np.float64)
@@ -281,17 +310,15 @@ class ProposalAwareFusion:
                 lam += math.log(pi[1, verdict] / pi[0, verdict])
             accept = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, lam))))
             evidence = np.zeros(proposal.shape)
-            for v in sorted(c.answers):
-                _, roi_mask, distance = c.answers[v]
-                if roi_mask is None or distance is None:
-                    continue
-                p, q, offset, _, spread = params[v]
-                shifted = distance - offset
+            if voters:
                 # A rater's pixels count fully only beyond its boundary spread: near its own
                 # outline, a wobbly rater says little.
-                ramp = np.minimum(np.abs(shifted) / spread, 1.0)
-                weights = np.where(shifted > 0, math.log(p / (1 - q)), math.log((1 - p) / q))
-                evidence += ramp * weights
+                ramp = np.minimum(np.abs(shifted) / spreads[:, None, None], 1.0)
+                inside = np.log(p / (1 - q)).astype(np.float32)[:, None, None]
+                outside = np.log((1 - p) / q).astype(np.float32)[:, None, None]
+                evidence = (ramp * np.where(corrected, inside, outside)).sum(
+                    axis=0, dtype=np.float64
+                )
             # Only the volunteers' evidence is smoothed (it is noisy pixel by pixel); smoothing
             # the asymmetric prior and proposal terms would shift the boundary.
             if self.config.smoothing > 0 and evidence.any():
@@ -308,34 +335,36 @@ class ProposalAwareFusion:
         for v, old in c.contributions.items():
             self._apply(v, -1.0, *old, c.answers[v][0] if v in c.answers else None)
         c.contributions = {}
-        consensus_area: float | None = None
-        consensus_perimeter = 1.0
+        measured: dict[int, tuple[float, float, float, float, float, float]] = {}
+        if voters:
+            consensus = prob > 0.5
+            consensus_area = float(consensus.sum())
+            perimeter = max(_perimeter(consensus), 1.0)
+            flat = corrected.reshape(len(voters), -1)
+            reference = prob.reshape(-1)
+            fg = max(float(reference.sum()), _EPS)
+            bg = max(float((1 - reference).sum()), _EPS)
+            sens = (flat @ reference) / fg
+            spec = (~flat @ (1 - reference)) / bg
+            # How far out the drawn boundary lies on average, from the extra area over the
+            # consensus: Steiner's formula A(b) = A + P b + pi b^2 solved for b.
+            root = np.sqrt(np.maximum(perimeter**2 + 4 * math.pi * (areas - consensus_area), 0))
+            drawn = (root - perimeter) / (2 * math.pi)
+            # Mean distance between the corrected outline and the consensus outline.
+            strays = (flat != consensus.reshape(-1)).sum(axis=1) / perimeter
+            for k, v in enumerate(voters):
+                measured[v] = (
+                    1.0,
+                    float(sens[k]),
+                    float(spec[k]),
+                    float(drawn[k]),
+                    accept,
+                    float(strays[k]),
+                )
         for v in sorted(c.answers):
-            verdict, roi_mask, distance = c.answers[v]
-            if roi_mask is None or distance is None:
-                contribution = (0.0, 0.0, 0.0, 0.0, accept, 0.0)
-            else:
-                reference = prob
-                if consensus_area is None:
-                    consensus = prob > 0.5
-                    consensus_area = float(consensus.sum())
-                    consensus_perimeter = max(_perimeter(consensus), 1.0)
-                fg = max(reference.sum(), _EPS)
-                bg = max((1 - reference).sum(), _EPS)
-                offset = params[v][2]
-                corrected = (distance - offset) > 0
-                sens = float((reference * corrected).sum() / fg)
-                spec = float(((1 - reference) * ~corrected).sum() / bg)
-                # How far out the drawn boundary lies on average, from the extra area over the
-                # consensus: Steiner's formula A(b) = A + P b + pi b^2 solved for b.
-                extra = float(roi_mask.sum()) - consensus_area
-                root = math.sqrt(max(consensus_perimeter**2 + 4 * math.pi * extra, 0.0))
-                drawn_offset = (root - consensus_perimeter) / (2 * math.pi)
-                # Mean distance between the corrected outline and the consensus outline.
-                spread = float((corrected != (prob > 0.5)).sum()) / consensus_perimeter
-                contribution = (1.0, sens, spec, drawn_offset, accept, spread)
+            contribution = measured.get(v, (0.0, 0.0, 0.0, 0.0, accept, 0.0))
             c.contributions[v] = contribution
-            self._apply(v, 1.0, *contribution, verdict)
+            self._apply(v, 1.0, *contribution, c.answers[v][0])
 
     def _apply(
         self,
@@ -413,7 +442,11 @@ class ProposalAwareFusion:
         self.crops, self.sums = {}, {}
         for crop in sorted(proposals):
             self.add_crop(crop, proposals[crop], gold.get(crop))
-        for answer in sorted(answers, key=lambda a: (a.crop, a.volunteer)):
+        ordered = sorted(answers, key=lambda a: (a.crop, a.volunteer))
+        for answer in ordered:  # every ROI at its final size first: one distance map per mask
+            if answer.verdict == ADJUST and answer.mask is not None and answer.crop in self.crops:
+                self._grow_roi(answer.crop, answer.mask)
+        for answer in ordered:
             self._add_answer(answer)
         return self.refit()
 
@@ -435,12 +468,18 @@ class ProposalAwareFusion:
             for crop in sorted(self.crops):
                 self._estimate(crop)
             self._refresh_shared()
-            changes = [1.0]
+            flipped, area = 0.0, 0.0
             for k, c in self.crops.items():
                 before = previous[k]
-                if c.prob is not None and before is not None and before.shape == c.prob.shape:
-                    changes.append(float(np.abs(c.prob - before).max()))
-            self.loss_history_.append(max(changes[1:], default=1.0))
+                if c.prob is None:
+                    continue
+                now = c.prob > 0.5
+                area += float(np.count_nonzero(now))
+                if before is None or before.shape != c.prob.shape:
+                    flipped += float(now.size)
+                else:
+                    flipped += float(np.count_nonzero(now != (before > 0.5)))
+            self.loss_history_.append(flipped / max(area, 1.0))
             if self.loss_history_[-1] < self.config.tol:
                 break
         return self
