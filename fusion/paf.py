@@ -390,17 +390,36 @@ class ProposalAwareFusion:
 
     # -- M-step for shared parameters ----------------------------------------------------------
 
+    def _typical(self, column: int) -> float | None:
+        """The mask-weighted median over volunteers of their mean of ``sums[:, column]``.
+
+        A median, because random and adversarial raters (a few percent of a crowd) stray tens of
+        pixels from the outline and miss most of the structure: in a mean they would set the
+        prior of every newcomer (and in a large pool of occasional volunteers nearly everyone is
+        a newcomer), so that a good correction from a newcomer could not outvote a bad proposal.
+        """
+        values, weights = [], []
+        for v in sorted(self.sums):
+            n = float(self.sums[v][0])
+            if n > 0.5:
+                values.append(float(self.sums[v][column]) / n)
+                weights.append(n)
+        if not values:
+            return None
+        order = np.argsort(values, kind="stable")
+        cumulative = np.cumsum(np.asarray(weights)[order])
+        middle = int(np.searchsorted(cumulative, cumulative[-1] / 2))
+        return float(np.asarray(values)[order][middle])
+
     def _refresh_shared(self) -> None:
         """Community priors, proposal-as-rater rates, P(acceptable) and foreground share."""
         total = np.zeros(11)
         for v in sorted(self.sums):
             total += self.sums[v]
         if total[0] >= 1:
-            self.community_spread = float((total[10] + 2 * 2.0) / (total[0] + 2))
+            self.community_spread = self._typical(10) or 2.0
             self.community = np.clip(
-                np.array([(total[1] + 9) / (total[0] + 10), (total[2] + 9) / (total[0] + 10)]),
-                0.55,
-                0.995,
+                np.array([self._typical(1) or 0.9, self._typical(2) or 0.9]), 0.55, 0.995
             )
         votes = total[4:10].reshape(2, 3)
         self.community_votes = (votes + 1.0) / (votes.sum(axis=1, keepdims=True) + 3.0)

@@ -186,6 +186,27 @@ def test_adversaries_are_neutralised() -> None:
     assert dice(model.result(10).mask, TRUTH) > 0.97
 
 
+def test_wild_raters_do_not_set_the_community_prior() -> None:
+    """Random raters stray tens of pixels from every outline; newcomers are shrunk toward the
+    typical rater, not toward a mean they dominate."""
+    rng = np.random.default_rng(0)
+    proposals: dict[int, np.ndarray] = {}
+    answers: list[Answer] = []
+    for crop in range(12):
+        proposals[crop] = DILATED
+        for v in (1, 2, 3):  # careful regulars: outlines within a pixel of the truth's
+            answers.append(Answer(crop, v, ADJUST, _disc(48, 12 + rng.uniform(-0.7, 0.7))))
+        for v in (7, 8) if crop < 3 else ():  # blobs anywhere
+            centre = rng.uniform(8, 40, 2)
+            answers.append(Answer(crop, v, ADJUST, _disc(48, rng.uniform(3, 8), *centre)))
+    model = _model().fit(proposals, answers)
+    spreads = {r.volunteer: r.spread_px for r in model.volunteers()}
+    assert min(spreads[7], spreads[8]) > 4 * max(spreads[1], spreads[2], spreads[3])
+    assert model.community_spread <= max(spreads[1], spreads[2], spreads[3])
+    newcomer = model._shrunk(99)
+    assert newcomer[3] == pytest.approx(model.community_spread)
+
+
 # -- decisions, online updates, state ------------------------------------------------------------
 
 
