@@ -30,7 +30,7 @@ from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim import demo
 from bot.sim.phantom import STYLES, write_phantoms
-from fusion.bench import as_dicts, run_methods
+from fusion.bench import as_dicts, run_methods, summarise
 from fusion.simulate import Scenario, simulate
 
 logger = logging.getLogger("bot.cli")
@@ -286,8 +286,15 @@ def _bench_fusion(args: argparse.Namespace) -> int:
     scenario = Scenario.from_json(args.scenario)
     campaign = simulate(scenario)
     methods = args.methods.split(",") if args.methods else None
-    results = as_dicts(run_methods(campaign, methods=methods))
-    body = {"scenario": str(args.scenario), "answers": len(campaign.answers), "methods": results}
+    scored = run_methods(campaign, methods=methods)
+    results = as_dicts(scored)
+    summary = summarise(scored)
+    body = {
+        "scenario": str(args.scenario),
+        "answers": len(campaign.answers),
+        "methods": results,
+        "summary": summary,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(body, indent=2))
     header = (
@@ -300,5 +307,7 @@ def _bench_fusion(args: argparse.Namespace) -> int:
             f"{r['share_dice_90']:>7.1%} {r['answers_per_crop']:>8.2f} {r['seconds']:>7.2f} "
             f"{r['peak_mb']:>7.1f}"
         )
-    print(json.dumps(body["methods"]))  # noqa: T201
+    for key, value in summary.items():
+        print(f"{key}: {value}")  # noqa: T201
+    print(json.dumps(body))  # noqa: T201
     return 0

@@ -248,6 +248,36 @@ def run_methods(
     return results
 
 
+def summarise(results: list[MethodResult]) -> dict[str, float | str | None]:
+    """PAF against the others in one run: the best other method, speed and memory ratios.
+
+    ``paf_speedup_vs_ck_em`` is crowd-kit SegmentationEM's seconds over PAF's batch fit;
+    ``paf_memory_vs_ck_mv`` is PAF's peak memory as a fraction of crowd-kit majority vote's.
+    Ratios are None when a method did not run.
+    """
+    by = {r.method: r for r in results}
+    others = [r for r in results if not r.method.startswith("paf")]
+    best = max(others, key=lambda r: r.mean_dice, default=None)
+    paf = by.get("paf")
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None or b <= 0 else round(a / b, 3)
+
+    return {
+        "best_other_method": best.method if best else None,
+        "best_other_mean_dice": best.mean_dice if best else None,
+        "paf_margin_over_best_other": (
+            round(paf.mean_dice - best.mean_dice, 4) if paf and best else None
+        ),
+        "paf_speedup_vs_ck_em": ratio(
+            by["ck-em"].seconds if "ck-em" in by else None, paf.seconds if paf else None
+        ),
+        "paf_memory_vs_ck_mv": ratio(
+            paf.peak_mb if paf else None, by["ck-mv"].peak_mb if "ck-mv" in by else None
+        ),
+    }
+
+
 def as_dicts(results: list[MethodResult]) -> list[dict[str, float | str]]:
     """Results as JSON-ready dicts."""
     return [asdict(r) for r in results]

@@ -250,7 +250,16 @@ def test_cli_bench_fusion_writes_every_method(
     assert all(0 <= m["mean_dice"] <= 1 for m in methods.values())
     assert methods["paf-adaptive"]["answers_per_crop"] <= methods["paf"]["answers_per_crop"]
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(last) == body["methods"]
+    assert json.loads(last) == body
+    summary = body["summary"]
+    assert summary["best_other_method"] in methods
+    assert summary["paf_margin_over_best_other"] == pytest.approx(
+        methods["paf"]["mean_dice"] - methods[summary["best_other_method"]]["mean_dice"], abs=1e-4
+    )
+    if "ck-em" in methods:
+        assert summary["paf_speedup_vs_ck_em"] == pytest.approx(
+            methods["ck-em"]["seconds"] / methods["paf"]["seconds"], rel=1e-2
+        )
     bad = tmp_path / "bad.json"
     bad.write_text('{"volunteer_mix": {"genius": 1.0}}')
     assert main(["bench", "fusion", "--scenario", str(bad), "--out", str(out)]) == 2
