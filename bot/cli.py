@@ -114,7 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     fb.add_argument("--scenario", type=Path, required=True, help="scenario JSON file")
     fb.add_argument("--out", type=Path, required=True, help="where to write the results JSON")
-    fb.add_argument("--methods", help="comma-separated subset (default: all)")
+    fb.add_argument(
+        "--methods",
+        help="comma-separated subset (default: ours, the baselines and every installed peer)",
+    )
 
     dm = sub.add_parser(
         "demo",

@@ -40,7 +40,7 @@ from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim.phantom import write_phantoms
 from bot.store import codecs
-from fusion.bench import run_methods
+from fusion.bench import available_methods, run_methods
 from fusion.simulate import Scenario, simulate
 from inference.fallback import FALLBACK_ID, FALLBACK_LABEL
 from inference.prediction import dice
@@ -259,7 +259,10 @@ def _proposal_lines(run: ProposalRun, scores: dict[str, list[float]]) -> list[st
 def _simulated_fusion(seed: int) -> list[str]:
     """Crowd fusion on a simulated crowd (the bot that collects real answers comes later)."""
     scenario = Scenario(seed=seed, n_crops=60, crop_size=128, pool_size=40, answers_per_crop=(4, 8))
-    results = run_methods(simulate(scenario), methods=["proposal", "majority-vote", "paf"])
+    methods = ["proposal", "majority-vote", "paf", "paf-adaptive"]
+    # The quick published peers, when the bench extra is installed (crowd-kit's EM takes long).
+    methods += [m for m in ("ck-ds-gate", "staple-roi") if m in available_methods()]
+    results = run_methods(simulate(scenario), methods=methods)
     lines = ["simulated crowd fusion      60 crops, 40 volunteers (15 % lazy, 5 % adversarial)"]
     lines += [
         f"  {r.method:<25} Dice {r.mean_dice:.3f} (p10 {r.p10_dice:.3f}), "

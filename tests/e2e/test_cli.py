@@ -197,6 +197,10 @@ def test_demo_runs_offline_and_prints_summary(
     assert "classical random-walker proposal" in out
     assert "Dice vs phantom truth" in out
     assert "simulated crowd fusion" in out
+    assert "paf-adaptive" in out
+    if "ck-ds-gate" in available_methods():
+        assert "ck-ds-gate" in out
+        assert "staple-roi" in out
     root = tmp_path / "demo"
     assert (root / "crops.png").stat().st_size > 1000
     report = json.loads((root / "ingest-report.json").read_text())
