@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -114,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     fb.add_argument("--scenario", type=Path, required=True, help="scenario JSON file")
     fb.add_argument("--out", type=Path, required=True, help="where to write the results JSON")
+    fb.add_argument(
+        "--seed", type=int, help="replace the scenario's seed (replications of one scenario)"
+    )
     fb.add_argument(
         "--methods",
         help="comma-separated subset (default: ours, the baselines and every installed peer)",
@@ -287,6 +291,8 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> ProposalRun:
 
 def _bench_fusion(args: argparse.Namespace) -> int:
     scenario = Scenario.from_json(args.scenario)
+    if args.seed is not None:
+        scenario = dataclasses.replace(scenario, seed=args.seed)
     campaign = simulate(scenario)
     methods = args.methods.split(",") if args.methods else None
     scored = run_methods(campaign, methods=methods)
@@ -294,6 +300,7 @@ def _bench_fusion(args: argparse.Namespace) -> int:
     summary = summarise(scored)
     body = {
         "scenario": str(args.scenario),
+        "seed": scenario.seed,
         "answers": len(campaign.answers),
         "methods": results,
         "summary": summary,

@@ -246,8 +246,10 @@ def test_cli_bench_fusion_writes_every_method(
         )
     )
     out = tmp_path / "bench.json"
-    assert main(["bench", "fusion", "--scenario", str(scenario), "--out", str(out)]) == 0
+    command = ["bench", "fusion", "--scenario", str(scenario), "--out", str(out), "--seed", "5"]
+    assert main(command) == 0
     body = json.loads(out.read_text())
+    assert body["seed"] == 5
     methods = {m["method"]: m for m in body["methods"]}
     assert set(methods) == set(available_methods())
     assert {"proposal", "majority-vote", "paf", "paf-adaptive"} <= set(methods)

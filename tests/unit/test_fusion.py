@@ -281,6 +281,15 @@ def test_fit_is_deterministic() -> None:
 # -- simulator -----------------------------------------------------------------------------------
 
 
+def test_benchmark_scenarios_parse() -> None:
+    files = sorted(
+        (Path(__file__).resolve().parents[2] / "benchmarks" / "scenarios").glob("*.json")
+    )
+    assert len(files) >= 2
+    for file in files:
+        assert Scenario.from_json(file).n_crops > 0
+
+
 def test_scenarios_in_shared_parse() -> None:
     files = sorted(SCENARIOS.glob("*.json"))
     if not files:
