@@ -31,7 +31,7 @@ from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim import demo
 from bot.sim.phantom import STYLES, write_phantoms
-from fusion.bench import as_dicts, run_methods, summarise
+from fusion.bench import as_dicts, online_latency, run_methods, summarise
 from fusion.simulate import Scenario, simulate
 
 logger = logging.getLogger("bot.cli")
@@ -297,7 +297,7 @@ def _bench_fusion(args: argparse.Namespace) -> int:
     methods = args.methods.split(",") if args.methods else None
     scored = run_methods(campaign, methods=methods)
     results = as_dicts(scored)
-    summary = summarise(scored)
+    summary: dict[str, float | str | None] = {**summarise(scored), **online_latency(campaign)}
     body = {
         "scenario": str(args.scenario),
         "seed": scenario.seed,

@@ -248,6 +248,29 @@ def run_methods(
     return results
 
 
+def online_latency(campaign: Campaign, config: PAFConfig | None = None) -> dict[str, float]:
+    """Milliseconds per ``add`` (one answer folded in) when every answer streams in.
+
+    The model starts from the campaign's crops and gold and receives the answers in arrival
+    order, as the bot would deliver them; p50, p95 and the maximum over all answers.
+    """
+    model = ProposalAwareFusion(config or PAFConfig())
+    gold = _gold(campaign)
+    for i, proposal in enumerate(campaign.proposals):
+        model.add_crop(i, proposal, gold.get(i))
+    elapsed = []
+    for answer in campaign.answers:
+        started = time.perf_counter()
+        model.add(answer)
+        elapsed.append((time.perf_counter() - started) * 1000)
+    ms = np.asarray(elapsed)
+    return {
+        "online_add_ms_p50": round(float(np.percentile(ms, 50)), 2),
+        "online_add_ms_p95": round(float(np.percentile(ms, 95)), 2),
+        "online_add_ms_max": round(float(ms.max()), 2),
+    }
+
+
 def summarise(results: list[MethodResult]) -> dict[str, float | str | None]:
     """PAF against the others in one run: the best other method, speed and memory ratios.
 

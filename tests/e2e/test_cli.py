@@ -258,6 +258,8 @@ def test_cli_bench_fusion_writes_every_method(
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == body
     summary = body["summary"]
+    assert 0 < summary["online_add_ms_p50"] <= summary["online_add_ms_p95"]
+    assert summary["online_add_ms_p95"] <= summary["online_add_ms_max"]
     assert summary["best_other_method"] in methods
     assert summary["paf_margin_over_best_other"] == pytest.approx(
         methods["paf"]["mean_dice"] - methods[summary["best_other_method"]]["mean_dice"], abs=1e-4
