@@ -77,6 +77,9 @@ class _Crop:
     gold: Mask | None = None  # full size
     answers: dict[int, tuple[int, Mask | None, FloatArray | None]] = field(default_factory=dict)
     # volunteer -> (verdict, ROI mask, ROI signed distance of the mask)
+    windows: dict[int, tuple[tuple[int, int, int, int], FloatArray]] = field(default_factory=dict)
+    # volunteer -> (window around their mask, its signed distance there): kept so that widening
+    # the ROI re-places distance maps instead of recomputing them
     prob: FloatArray | None = None  # ROI
     accept: float = 0.5
     contributions: dict[int, tuple[float, float, float, float, float, float]] = field(
@@ -121,6 +124,27 @@ def _perimeter(mask: Mask) -> float:
         mask[:, 1:] != mask[:, :-1]
     )
     return float(edges) * math.pi / 4
+
+
+DISTANCE_BAND = 24.0  # px: beyond this outside a mask, every distance reads -DISTANCE_BAND
+
+
+def _banded_distance(mask: Mask) -> tuple[tuple[int, int, int, int], FloatArray]:
+    """(window, signed distance in it) of a mask, clipped below at ``-DISTANCE_BAND``.
+
+    The window is the mask's bounding box plus the band (inside the frame), so the distances in
+    it are those of the whole frame; an empty mask gets an empty window.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return (0, 0, 0, 0), np.zeros((0, 0))
+    cols = np.flatnonzero(mask.any(axis=0))
+    band = int(DISTANCE_BAND)
+    h, w = mask.shape
+    y0, y1 = max(0, int(rows[0]) - band), min(h, int(rows[-1]) + 1 + band)
+    x0, x1 = max(0, int(cols[0]) - band), min(w, int(cols[-1]) + 1 + band)
+    distance = np.maximum(signed_distance(mask[y0:y1, x0:x1]), -DISTANCE_BAND)
+    return (y0, y1, x0, x1), distance
 
 
 class ProposalAwareFusion:
@@ -190,10 +214,9 @@ class ProposalAwareFusion:
         }
         c.roi = new
         c.prob = None
-        c.answers = {}
         c.stack = None
         for v, (r, full_mask) in full.items():
-            c.answers[v] = self._prepared(c, r, full_mask)
+            c.answers[v] = self._prepared(c, v, r, full_mask)
 
     def _uncrop(self, c: _Crop, roi_mask: Mask) -> Mask:
         y0, y1, x0, x1 = c.roi
@@ -202,13 +225,28 @@ class ProposalAwareFusion:
         return full
 
     def _prepared(
-        self, c: _Crop, verdict: int, mask: Mask | None
+        self, c: _Crop, volunteer: int, verdict: int, mask: Mask | None
     ) -> tuple[int, Mask | None, FloatArray | None]:
+        """An answer as the E-step uses it: its mask and signed distance cut to the ROI.
+
+        The signed distance is computed once per answer, in a window reaching ``DISTANCE_BAND``
+        pixels beyond the mask, and is ``-DISTANCE_BAND`` further out: a function of the mask
+        alone, so a batch fit and a stream of online updates see the same numbers.
+        """
         if mask is None:
+            c.windows.pop(volunteer, None)
             return verdict, None, None
+        if volunteer not in c.windows:
+            c.windows[volunteer] = _banded_distance(mask)
+        (wy0, wy1, wx0, wx1), window = c.windows[volunteer]
         y0, y1, x0, x1 = c.roi
-        roi_mask = mask[y0:y1, x0:x1].copy()
-        return verdict, roi_mask, signed_distance(roi_mask)
+        distance = np.full((y1 - y0, x1 - x0), -DISTANCE_BAND)
+        iy0, iy1, ix0, ix1 = max(y0, wy0), min(y1, wy1), max(x0, wx0), min(x1, wx1)
+        if iy0 < iy1 and ix0 < ix1:
+            distance[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = window[
+                iy0 - wy0 : iy1 - wy0, ix0 - wx0 : ix1 - wx0
+            ]
+        return verdict, mask[y0:y1, x0:x1].copy(), distance
 
     def _add_answer(self, answer: Answer) -> None:
         if answer.crop not in self.crops:
@@ -223,7 +261,8 @@ class ProposalAwareFusion:
             self._grow_roi(answer.crop, mask)
         else:
             mask = None
-        c.answers[answer.volunteer] = self._prepared(c, answer.verdict, mask)
+        c.windows.pop(answer.volunteer, None)  # a new answer replaces the volunteer's last
+        c.answers[answer.volunteer] = self._prepared(c, answer.volunteer, answer.verdict, mask)
         c.stack = None
         self.sums.setdefault(answer.volunteer, np.zeros(11))
 

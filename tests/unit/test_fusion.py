@@ -241,6 +241,37 @@ def test_online_update_matches_refit_on_one_crop() -> None:
     assert online.state_dict() == batch.state_dict()
 
 
+def test_a_mask_that_widens_the_roi_keeps_refit_equal_to_fit() -> None:
+    small = _disc(64, 6, 20, 20)
+    far = _disc(64, 8, 44, 44)  # outside the first ROI: the ROI widens, maps are re-placed
+    answers = [
+        Answer(0, 1, ADJUST, small),
+        Answer(0, 2, ADJUST, far),
+        Answer(0, 3, ADJUST, small | far),
+    ]
+    online = _model()
+    online.add_crop(0, small)
+    for answer in answers:
+        online.add(answer)
+    online.refit()
+    batch = _model().fit({0: small}, answers)
+    np.testing.assert_array_equal(online.result(0).prob, batch.result(0).prob)
+    assert online.state_dict() == batch.state_dict()
+
+
+def test_a_volunteers_new_answer_replaces_their_last() -> None:
+    twice = _model()
+    twice.add_crop(0, DILATED)
+    twice.add(Answer(0, 1, ADJUST, ERODED))
+    twice.add(Answer(0, 1, ADJUST, TRUTH))
+    once = _model()
+    once.add_crop(0, DILATED)
+    once.add(Answer(0, 1, ADJUST, TRUTH))
+    twice.refit()
+    once.refit()
+    np.testing.assert_array_equal(twice.result(0).prob, once.result(0).prob)
+
+
 def test_state_round_trips_through_json() -> None:
     model = _model().fit(*_gold_campaign("good"))
     state = json.loads(json.dumps(model.state_dict()))
