@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import tempfile
 import types
 import warnings
 from pathlib import Path
@@ -124,6 +126,8 @@ class FactoredBoxDecoder(nn.Module):
 
     def prepare(self, image_embeddings: torch.Tensor) -> Prepared:
         """(1, C, g, g) embedding -> the prompt-independent tensors ``PREPARED_NAMES``."""
+        if image_embeddings.shape[0] != 1:
+            raise ValueError(f"prepare takes one embedding, got {image_embeddings.shape[0]}")
         pe = self.prompt_encoder
         dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         keys = (image_embeddings + dense).flatten(2).transpose(1, 2)[0]  # (L, C)
@@ -245,7 +249,7 @@ class FactoredBoxDecoder(nn.Module):
         """(N, L, C) image tokens, (N, C2) mask weights -> (N, 1, 4g, 4g) low-resolution logits."""
         conv1, norm, act1, conv2, act2 = self.mask_decoder.output_upscaling
         n, length, c = x.shape
-        g = self.prompt_encoder.image_embedding_size[0]
+        gh, gw = self.prompt_encoder.image_embedding_size
         c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
         # ConvTranspose2d(kernel 2, stride 2): pixel (2i + a, 2j + b) = x[i, j] @ W[:, :, a, b].
         y = (x @ conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)).reshape(n, length, 4, c1)
@@ -255,9 +259,9 @@ class FactoredBoxDecoder(nn.Module):
         y = act1((y - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias)  # LayerNorm2d
         z = (y @ conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)).reshape(n, length, 4, 4, c2)
         z = act2(z + conv2.bias)
-        m = (z.reshape(n, length * 16, c2) @ hyper[:, :, None]).reshape(n, g, g, 2, 2, 2, 2)
+        m = (z.reshape(n, length * 16, c2) @ hyper[:, :, None]).reshape(n, gh, gw, 2, 2, 2, 2)
         # (i, j, a, b, a2, b2) -> pixel (4i + 2a + a2, 4j + 2b + b2)
-        return m.permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 1, 4 * g, 4 * g)  # type: ignore[no-any-return]
+        return m.permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 1, 4 * gh, 4 * gw)  # type: ignore[no-any-return]
 
 
 class _Prepare(nn.Module):
@@ -282,11 +286,18 @@ def _session(path: Path, threads: int) -> Any:
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, **kwargs: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-        torch.onnx.export(module, args, str(tmp), opset_version=17, dynamo=False, **kwargs)
-    tmp.replace(path)
+    # A private temporary name: two workers exporting at once each write their own file, and the
+    # atomic rename leaves one complete model.
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+            torch.onnx.export(module, args, str(tmp), opset_version=17, dynamo=False, **kwargs)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class OnnxDecoder:

@@ -74,13 +74,14 @@ class Embedding:
     """A crop's image embedding: ``tensor`` (1, C, g, g) float32, with the crop's (H, W).
 
     ``derived`` keeps what a decoder computes once per embedding (the factored decoder's
-    prompt-independent tensors), so that later prompts on the same crop skip it.
+    prompt-independent tensors), keyed by decoder and model id, so that later prompts on the same
+    crop skip it.
     """
 
     tensor: torch.Tensor
     original_hw: tuple[int, int]
     model_id: str
-    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    derived: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class MedSamPredictor:
@@ -217,16 +218,18 @@ class MedSamPredictor:
         simple = points is None and mask_input is None and not multimask and boxes is not None
         if simple and self._factored is not None:
             assert boxes is not None
-            if "factored" not in embedding.derived:
-                embedding.derived["factored"] = self._factored.prepare(embedding.tensor)
+            key = ("factored", self.model_id)  # an embedding may meet several predictors
+            if key not in embedding.derived:
+                embedding.derived[key] = self._factored.prepare(embedding.tensor)
             prompts = torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
-            return self._factored(*embedding.derived["factored"], prompts)  # type: ignore[no-any-return]
+            return self._factored(*embedding.derived[key], prompts)  # type: ignore[no-any-return]
         if simple and self._onnx_decoder is not None:
             assert boxes is not None
-            if "onnx" not in embedding.derived:
+            key = ("onnx", self.model_id)
+            if key not in embedding.derived:
                 prepared = self._onnx_decoder.prepare(embedding.tensor.cpu().numpy())
-                embedding.derived["onnx"] = prepared
-            logits, iou = self._onnx_decoder(embedding.derived["onnx"], boxes)
+                embedding.derived[key] = prepared
+            logits, iou = self._onnx_decoder(embedding.derived[key], boxes)
             return torch.from_numpy(logits), torch.from_numpy(iou)
         pe, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
         box_t = None if boxes is None else torch.as_tensor(boxes, device=self.device)

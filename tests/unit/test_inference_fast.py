@@ -118,6 +118,46 @@ def test_factored_decoder_is_sams_decoder(depth: int) -> None:
     torch.testing.assert_close(single, expected_logits[1:2], atol=1e-5, rtol=1e-5)
 
 
+def test_factored_decoder_on_a_rectangular_grid() -> None:
+    _, modeling = sam_modules()
+    torch.manual_seed(0)
+    prompt_encoder = modeling.PromptEncoder(
+        embed_dim=16, image_embedding_size=(6, 10), input_image_size=(96, 160), mask_in_chans=4
+    )
+    transformer = modeling.TwoWayTransformer(depth=2, embedding_dim=16, mlp_dim=32, num_heads=2)
+    mask_decoder = modeling.MaskDecoder(
+        num_multimask_outputs=3, transformer=transformer, transformer_dim=16
+    )
+    sam = SimpleNamespace(prompt_encoder=prompt_encoder.eval(), mask_decoder=mask_decoder.eval())
+    embedding = torch.randn(1, 16, 6, 10)
+    boxes = torch.tensor([[5.0, 8.0, 120.0, 70.0]])
+    with torch.inference_mode():
+        expected, _ = _BoxDecoder(sam)(embedding, boxes)
+        factored = FactoredBoxDecoder(sam)
+        got, _ = factored(*factored.prepare(embedding), boxes)
+        with pytest.raises(ValueError, match="one embedding"):
+            factored.prepare(torch.randn(2, 16, 6, 10))
+    assert got.shape == expected.shape == (1, 1, 24, 40)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_prepared_tensors_are_kept_per_model(tiny: LoadedModel, crop: np.ndarray) -> None:
+    other = load_model(TINY)  # same architecture, other weights below, other model id
+    with torch.no_grad():
+        for parameter in other.sam.mask_decoder.parameters():
+            parameter.add_(0.1)
+    other = LoadedModel(other.spec, other.sam, "tiny-perturbed")
+    first = MedSamPredictor(tiny, InferenceConfig(decoder="factored"))
+    second = MedSamPredictor(other, InferenceConfig(decoder="factored"))
+    embedding = first.embed(crop)
+    first.predict_boxes(embedding, [(10, 10, 60, 70)])
+    got = second.predict_boxes(embedding, [(10, 10, 60, 70)])[0]
+    want = MedSamPredictor(other).predict_boxes(embedding, [(10, 10, 60, 70)])[0]
+    assert got.low_res_logits is not None
+    assert want.low_res_logits is not None
+    np.testing.assert_allclose(got.low_res_logits, want.low_res_logits, atol=1e-4)
+
+
 @pytest.mark.parametrize("decoder", ["factored", "onnx"])
 def test_fast_decoders_prepare_once_per_embedding(
     tiny: LoadedModel,
