@@ -6,9 +6,11 @@ the answers in arrival order and stops asking about a crop as soon as the model 
 escalates it (the bot's behaviour); the others use every answer. The published peers of
 ``fusion.peers`` join when their libraries are installed (the ``bench`` extra).
 
-Each method runs in a forked child process (where the platform has ``fork``): its seconds are wall
-time with nothing else traced, and its memory is the child's peak resident set above what it
-started with, so allocations made by C and C++ code (pandas, ITK) count too.
+Each method runs in a forked child process (on Linux): its seconds are wall time with nothing else
+traced, and its memory is the child's peak resident set above what it started with, so
+allocations made by C and C++ code (pandas, ITK) count too. The peers' libraries are imported
+before the fork, so no method is charged for its imports. Elsewhere (or with ``isolate=False``)
+methods run in-process and memory is the peak of ``tracemalloc``'s traced allocations.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import resource
 import sys
 import time
+import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -139,11 +142,16 @@ Outcome = tuple[dict[int, Mask], float, float, float]  # masks, answers/crop, se
 
 
 def _timed(fn: Callable[[Campaign], tuple[dict[int, Mask], float]], campaign: Campaign) -> Outcome:
-    start_mb = _rss_mb()
-    started = time.perf_counter()
-    masks, answers = fn(campaign)
-    seconds = time.perf_counter() - started
-    return masks, answers, seconds, max(0.0, _peak_rss_mb() - start_mb)
+    """Run in this process; memory is the peak of traced (Python and NumPy) allocations."""
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        masks, answers = fn(campaign)
+        seconds = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return masks, answers, seconds, peak / 2**20
 
 
 def _child(
@@ -152,7 +160,11 @@ def _child(
     conn: Any,
 ) -> None:
     try:
-        masks, answers, seconds, peak = _timed(fn, campaign)
+        start_mb = _rss_mb()
+        started = time.perf_counter()
+        masks, answers = fn(campaign)
+        seconds = time.perf_counter() - started
+        peak = max(0.0, _peak_rss_mb() - start_mb)
         packed = {i: np.packbits(m) for i, m in masks.items()}
         conn.send(("ok", packed, answers, seconds, peak))
     except BaseException as error:  # report it in the parent
@@ -162,9 +174,16 @@ def _child(
 
 
 def _isolated(
-    fn: Callable[[Campaign], tuple[dict[int, Mask], float]], campaign: Campaign
+    fn: Callable[[Campaign], tuple[dict[int, Mask], float]],
+    campaign: Campaign,
+    timeout_s: float = 3600.0,
 ) -> Outcome:
-    """Run ``fn`` in a forked child and measure it there (in-process where fork is missing)."""
+    """Run ``fn`` in a forked child and measure it there (traced in-process without fork).
+
+    The child's memory is its peak resident set above what it started with; the libraries a
+    method needs are imported by the parent beforehand (``peers.preload``), so no method pays
+    for its imports.
+    """
     if sys.platform != "linux":
         return _timed(fn, campaign)
     context = multiprocessing.get_context("fork")
@@ -173,10 +192,18 @@ def _isolated(
     process.start()
     sender.close()
     try:
+        if not receiver.poll(timeout_s):
+            raise RuntimeError(f"the method did not finish within {timeout_s:.0f} s")
         status, payload, answers, seconds, peak = receiver.recv()
     except EOFError:
         payload, status = f"the method's process died (exit code {process.exitcode})", "error"
-    process.join()
+    finally:
+        receiver.close()
+        if process.is_alive():
+            process.join(timeout=5)
+        if process.is_alive():
+            process.terminate()
+        process.join()
     if status != "ok":
         raise RuntimeError(str(payload))
     shape = campaign.proposals[0].shape
@@ -229,6 +256,7 @@ def run_methods(
         raise ValueError(
             f"{', '.join(missing)} need the bench extra: pip install 'medcrowd[bench]'"
         )
+    peers.preload([m for m in chosen if m in peers.PEERS])
     results = []
     for name in chosen:
         run = _isolated if isolate else _timed

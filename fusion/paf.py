@@ -85,6 +85,7 @@ class _Crop:
     contributions: dict[int, tuple[float, float, float, float, float, float]] = field(
         default_factory=dict
     )  # volunteer -> (has_mask, sensitivity, specificity, offset, P(A), spread), last estimate
+    applied: dict[int, int] = field(default_factory=dict)  # volunteer -> verdict counted
     stack: tuple[list[int], npt.NDArray[np.float32], FloatArray] | None = None
     # (volunteers with a mask, their (K, h, w) signed distances, their mask areas): a cache
 
@@ -372,8 +373,8 @@ class ProposalAwareFusion:
         c.prob, c.accept = prob, accept
         # Contributions of this crop's answers to each volunteer's sufficient statistics.
         for v, old in c.contributions.items():
-            self._apply(v, -1.0, *old, c.answers[v][0] if v in c.answers else None)
-        c.contributions = {}
+            self._apply(v, -1.0, *old, c.applied.get(v))  # the verdict it was counted with
+        c.contributions, c.applied = {}, {}
         measured: dict[int, tuple[float, float, float, float, float, float]] = {}
         if voters:
             consensus = prob > 0.5
@@ -403,6 +404,7 @@ class ProposalAwareFusion:
         for v in sorted(c.answers):
             contribution = measured.get(v, (0.0, 0.0, 0.0, 0.0, accept, 0.0))
             c.contributions[v] = contribution
+            c.applied[v] = c.answers[v][0]
             self._apply(v, 1.0, *contribution, c.answers[v][0])
 
     def _apply(
@@ -456,9 +458,12 @@ class ProposalAwareFusion:
         for v in sorted(self.sums):
             total += self.sums[v]
         if total[0] >= 1:
-            self.community_spread = self._typical(10) or 2.0
+            spread, sens, spec = self._typical(10), self._typical(1), self._typical(2)
+            self.community_spread = 2.0 if spread is None else spread
             self.community = np.clip(
-                np.array([self._typical(1) or 0.9, self._typical(2) or 0.9]), 0.55, 0.995
+                np.array([0.9 if sens is None else sens, 0.9 if spec is None else spec]),
+                0.55,
+                0.995,
             )
         votes = total[4:10].reshape(2, 3)
         self.community_votes = (votes + 1.0) / (votes.sum(axis=1, keepdims=True) + 3.0)

@@ -125,8 +125,22 @@ def _staple_roi(campaign: Campaign) -> dict[int, Mask]:
         prob = sitk.GetArrayFromImage(staple.Execute(images))
         fused = np.zeros_like(proposal)
         fused[y0:y1, x0:x1] = prob > 0.5
+        if not np.isfinite(prob).all() or not fused.any():
+            # STAPLE degenerates when every mask covers the whole region (no background to
+            # estimate a specificity from): what a user of it would do is take the vote.
+            fused = majority_vote(masks, proposal)
         out[i] = fused
     return out
+
+
+def preload(methods: list[str]) -> None:
+    """Import what ``methods`` need now, so that timing a method does not time its imports."""
+    libraries = {PEERS[m][0] for m in methods}
+    if "crowd-kit" in libraries:
+        import pandas  # noqa: F401
+        from crowdkit import aggregation  # noqa: F401
+    if "SimpleITK" in libraries:
+        import SimpleITK  # noqa: F401
 
 
 PEERS: dict[str, tuple[str, PeerFn]] = {

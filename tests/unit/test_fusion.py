@@ -272,6 +272,16 @@ def test_a_volunteers_new_answer_replaces_their_last() -> None:
     np.testing.assert_array_equal(twice.result(0).prob, once.result(0).prob)
 
 
+def test_a_changed_verdict_leaves_no_negative_counts() -> None:
+    model = _model()
+    model.add_crop(0, TRUTH)
+    model.add(Answer(0, 1, ACCEPT))
+    model.add(Answer(0, 1, REJECT))
+    votes = model.sums[1][4:10]
+    assert (votes >= -1e-12).all()
+    assert votes.sum() == pytest.approx(1.0)
+
+
 def test_state_round_trips_through_json() -> None:
     model = _model().fit(*_gold_campaign("good"))
     state = json.loads(json.dumps(model.state_dict()))

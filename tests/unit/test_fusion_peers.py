@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+
 import numpy as np
 import pytest
 
@@ -58,6 +61,10 @@ def test_staple_and_gate_on_a_hand_made_crop() -> None:
         answers=answers,
     )
     np.testing.assert_array_equal(peers.PEERS["staple-roi"][1](campaign)[0], truth)
+    everything = np.ones_like(truth)  # no background in the region: STAPLE degenerates
+    campaign.answers = [Answer(0, v, ADJUST, everything.copy()) for v in range(3)]
+    np.testing.assert_array_equal(peers.PEERS["staple-roi"][1](campaign)[0], everything)
+    campaign.answers = answers
     np.testing.assert_array_equal(peers.PEERS["ck-ds-gate"][1](campaign)[0], truth)
     campaign.answers = [Answer(0, v, ACCEPT) for v in range(3)]
     np.testing.assert_array_equal(peers.PEERS["ck-ds-gate"][1](campaign)[0], proposal)
@@ -77,6 +84,25 @@ def test_methods_run_isolated_and_report_their_failures(campaign: Campaign) -> N
 
     with pytest.raises(RuntimeError, match="ZeroDivisionError: boom"):
         bench._isolated(broken, campaign)
+
+    def stuck(_: Campaign) -> tuple[dict[int, np.ndarray], float]:
+        time.sleep(60)
+        return {}, 0.0
+
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="did not finish"):
+        bench._isolated(stuck, campaign, timeout_s=0.5)
+    assert time.perf_counter() - started < 20
+    assert not multiprocessing.active_children()
+
+
+def test_in_process_memory_is_what_the_method_allocates(campaign: Campaign) -> None:
+    def hungry(c: Campaign) -> tuple[dict[int, np.ndarray], float]:
+        block = np.ones(40 * 2**20, dtype=np.uint8)  # 40 MB, freed on return
+        return {i: p.copy() for i, p in enumerate(c.proposals)}, float(block[0])
+
+    _, _, _, peak = bench._timed(hungry, campaign)
+    assert 40 <= peak < 60
 
 
 def test_unknown_or_missing_methods_are_refused(
