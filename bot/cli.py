@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, help="replace the scenario's seed (replications of one scenario)"
     )
     fb.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each method this many times; seconds are the median (default 1)",
+    )
+    fb.add_argument(
         "--methods",
         help="comma-separated subset (default: ours, the baselines and every installed peer)",
     )
@@ -295,12 +301,13 @@ def _bench_fusion(args: argparse.Namespace) -> int:
         scenario = dataclasses.replace(scenario, seed=args.seed)
     campaign = simulate(scenario)
     methods = args.methods.split(",") if args.methods else None
-    scored = run_methods(campaign, methods=methods)
+    scored = run_methods(campaign, methods=methods, repeats=args.repeats)
     results = as_dicts(scored)
     summary: dict[str, float | str | None] = {**summarise(scored), **online_latency(campaign)}
     body = {
         "scenario": str(args.scenario),
         "seed": scenario.seed,
+        "repeats": args.repeats,
         "answers": len(campaign.answers),
         "methods": results,
         "summary": summary,

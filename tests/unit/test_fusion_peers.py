@@ -71,7 +71,7 @@ def test_staple_and_gate_on_a_hand_made_crop() -> None:
 
 
 def test_methods_run_isolated_and_report_their_failures(campaign: Campaign) -> None:
-    isolated = bench.run_methods(campaign, methods=["majority-vote", "paf"])
+    isolated = bench.run_methods(campaign, methods=["majority-vote", "paf"], repeats=2)
     inline = bench.run_methods(campaign, methods=["majority-vote", "paf"], isolate=False)
     for a, b in zip(isolated, inline, strict=True):
         assert (a.method, a.mean_dice, a.p10_dice) == (b.method, b.mean_dice, b.p10_dice)
@@ -110,6 +110,8 @@ def test_unknown_or_missing_methods_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match="unknown methods"):
         bench.run_methods(campaign, methods=["nope"])
+    with pytest.raises(ValueError, match="repeats"):
+        bench.run_methods(campaign, methods=["paf"], repeats=0)
     monkeypatch.setattr(peers, "available", lambda: {"crowd-kit": False, "SimpleITK": False})
     assert bench.available_methods() == list(bench.OWN_METHODS)
     with pytest.raises(ValueError, match="bench extra"):
