@@ -34,6 +34,7 @@ from fusion.simulate import ACCEPT, ADJUST, REJECT, Answer, dice, signed_distanc
 
 Mask = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
+Distance = npt.NDArray[np.float32]  # signed distance maps, px
 Decision = Literal["retire", "continue", "escalate"]
 METHOD_VERSION = "paf-1"
 _EPS = 1e-4
@@ -75,9 +76,11 @@ class _Crop:
     proposal: Mask  # full size
     roi: tuple[int, int, int, int]  # y0, y1, x0, x1
     gold: Mask | None = None  # full size
-    answers: dict[int, tuple[int, Mask | None, FloatArray | None]] = field(default_factory=dict)
+    answers: dict[int, tuple[int, Mask | None, Distance | None]] = field(default_factory=dict)
     # volunteer -> (verdict, ROI mask, ROI signed distance of the mask)
-    windows: dict[int, tuple[tuple[int, int, int, int], FloatArray]] = field(default_factory=dict)
+    windows: dict[int, tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]] = field(
+        default_factory=dict
+    )
     # volunteer -> (window around their mask, its signed distance there): kept so that widening
     # the ROI re-places distance maps instead of recomputing them
     prob: FloatArray | None = None  # ROI
@@ -127,10 +130,12 @@ def _perimeter(mask: Mask) -> float:
     return float(edges) * math.pi / 4
 
 
-DISTANCE_BAND = 24.0  # px: beyond this outside a mask, every distance reads -DISTANCE_BAND
+# px: beyond this outside a mask, every distance reads -DISTANCE_BAND. Wider than any boundary
+# offset plus spread the simulator's over- and under-segmenters show (3-8 px plus 2-4 px).
+DISTANCE_BAND = 16.0
 
 
-def _banded_distance(mask: Mask) -> tuple[tuple[int, int, int, int], FloatArray]:
+def _banded_distance(mask: Mask) -> tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]:
     """(window, signed distance in it) of a mask, clipped below at ``-DISTANCE_BAND``.
 
     The window is the mask's bounding box plus the band (inside the frame), so the distances in
@@ -138,14 +143,14 @@ def _banded_distance(mask: Mask) -> tuple[tuple[int, int, int, int], FloatArray]
     """
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
-        return (0, 0, 0, 0), np.zeros((0, 0))
+        return (0, 0, 0, 0), np.zeros((0, 0), dtype=np.float32)
     cols = np.flatnonzero(mask.any(axis=0))
     band = int(DISTANCE_BAND)
     h, w = mask.shape
     y0, y1 = max(0, int(rows[0]) - band), min(h, int(rows[-1]) + 1 + band)
     x0, x1 = max(0, int(cols[0]) - band), min(w, int(cols[-1]) + 1 + band)
     distance = np.maximum(signed_distance(mask[y0:y1, x0:x1]), -DISTANCE_BAND)
-    return (y0, y1, x0, x1), distance
+    return (y0, y1, x0, x1), distance.astype(np.float32)
 
 
 class ProposalAwareFusion:
@@ -227,7 +232,7 @@ class ProposalAwareFusion:
 
     def _prepared(
         self, c: _Crop, volunteer: int, verdict: int, mask: Mask | None
-    ) -> tuple[int, Mask | None, FloatArray | None]:
+    ) -> tuple[int, Mask | None, Distance | None]:
         """An answer as the E-step uses it: its mask and signed distance cut to the ROI.
 
         The signed distance is computed once per answer, in a window reaching ``DISTANCE_BAND``
@@ -241,7 +246,7 @@ class ProposalAwareFusion:
             c.windows[volunteer] = _banded_distance(mask)
         (wy0, wy1, wx0, wx1), window = c.windows[volunteer]
         y0, y1, x0, x1 = c.roi
-        distance = np.full((y1 - y0, x1 - x0), -DISTANCE_BAND)
+        distance = np.full((y1 - y0, x1 - x0), -DISTANCE_BAND, dtype=np.float32)
         iy0, iy1, ix0, ix1 = max(y0, wy0), min(y1, wy1), max(x0, wx0), min(x1, wx1)
         if iy0 < iy1 and ix0 < ix1:
             distance[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = window[
