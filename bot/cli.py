@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         "--repeats",
         type=int,
         default=1,
-        help="run each method this many times; seconds are the median (default 1)",
+        help="run each method this many times in its process; seconds are the median (default 1)",
     )
     fb.add_argument(
         "--methods",

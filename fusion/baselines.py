@@ -6,12 +6,22 @@ the volunteer's mask, reject -> nothing; a crop with no mask falls back to the p
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import numpy.typing as npt
 
 from fusion.simulate import ACCEPT, ADJUST, Answer
 
 Mask = npt.NDArray[np.bool_]
+
+
+def by_crop(answers: list[Answer]) -> dict[int, list[Answer]]:
+    """Answers grouped by crop, each group in arrival order."""
+    grouped: dict[int, list[Answer]] = defaultdict(list)
+    for answer in answers:
+        grouped[answer.crop].append(answer)
+    return grouped
 
 
 def answer_masks(proposal: Mask, answers: list[Answer]) -> list[Mask]:

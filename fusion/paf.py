@@ -78,9 +78,7 @@ class _Crop:
     gold: Mask | None = None  # full size
     answers: dict[int, tuple[int, Mask | None, Distance | None]] = field(default_factory=dict)
     # volunteer -> (verdict, ROI mask, ROI signed distance of the mask)
-    windows: dict[int, tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]] = field(
-        default_factory=dict
-    )
+    windows: dict[int, tuple[tuple[int, int, int, int], Distance]] = field(default_factory=dict)
     # volunteer -> (window around their mask, its signed distance there): kept so that widening
     # the ROI re-places distance maps instead of recomputing them
     prob: FloatArray | None = None  # ROI
@@ -89,7 +87,7 @@ class _Crop:
         default_factory=dict
     )  # volunteer -> (has_mask, sensitivity, specificity, offset, P(A), spread), last estimate
     applied: dict[int, int] = field(default_factory=dict)  # volunteer -> verdict counted
-    stack: tuple[list[int], npt.NDArray[np.float32], FloatArray] | None = None
+    stack: tuple[list[int], Distance, FloatArray] | None = None
     # (volunteers with a mask, their (K, h, w) signed distances, their mask areas): a cache
 
 
@@ -135,22 +133,33 @@ def _perimeter(mask: Mask) -> float:
 DISTANCE_BAND = 16.0
 
 
-def _banded_distance(mask: Mask) -> tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]:
+def _box(mask: Mask, margin: int) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of a mask's bounding box grown by ``margin`` inside the frame, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (
+        max(0, int(rows[0]) - margin),
+        min(h, int(rows[-1]) + 1 + margin),
+        max(0, int(cols[0]) - margin),
+        min(w, int(cols[-1]) + 1 + margin),
+    )
+
+
+def _banded_distance(mask: Mask) -> tuple[tuple[int, int, int, int], Distance]:
     """(window, signed distance in it) of a mask, clipped below at ``-DISTANCE_BAND``.
 
     The window is the mask's bounding box plus the band (inside the frame), so the distances in
     it are those of the whole frame; an empty mask gets an empty window.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    window = _box(mask, int(DISTANCE_BAND))
+    if window is None:
         return (0, 0, 0, 0), np.zeros((0, 0), dtype=np.float32)
-    cols = np.flatnonzero(mask.any(axis=0))
-    band = int(DISTANCE_BAND)
-    h, w = mask.shape
-    y0, y1 = max(0, int(rows[0]) - band), min(h, int(rows[-1]) + 1 + band)
-    x0, x1 = max(0, int(cols[0]) - band), min(w, int(cols[-1]) + 1 + band)
+    y0, y1, x0, x1 = window
     distance = np.maximum(signed_distance(mask[y0:y1, x0:x1]), -DISTANCE_BAND)
-    return (y0, y1, x0, x1), distance.astype(np.float32)
+    return window, distance.astype(np.float32)
 
 
 class ProposalAwareFusion:
@@ -185,18 +194,7 @@ class ProposalAwareFusion:
 
     def _bounds(self, mask: Mask) -> tuple[int, int, int, int] | None:
         """(y0, y1, x0, x1) of a mask's bounding box plus the ROI margin, or None if empty."""
-        rows = np.flatnonzero(mask.any(axis=1))
-        if rows.size == 0:
-            return None
-        cols = np.flatnonzero(mask.any(axis=0))
-        h, w = mask.shape
-        m = self.config.roi_margin
-        return (
-            max(0, int(rows[0]) - m),
-            min(h, int(rows[-1]) + 1 + m),
-            max(0, int(cols[0]) - m),
-            min(w, int(cols[-1]) + 1 + m),
-        )
+        return _box(mask, self.config.roi_margin)
 
     def _set_roi(self, crop: int) -> None:
         c = self.crops[crop]
@@ -314,7 +312,7 @@ class ProposalAwareFusion:
 
     # -- E-step for one crop -------------------------------------------------------------------
 
-    def _stack(self, c: _Crop) -> tuple[list[int], npt.NDArray[np.float32], FloatArray]:
+    def _stack(self, c: _Crop) -> tuple[list[int], Distance, FloatArray]:
         """The crop's masks as arrays: volunteers, (K, h, w) signed distances, (K,) areas."""
         if c.stack is None:
             voters = [v for v in sorted(c.answers) if c.answers[v][1] is not None]

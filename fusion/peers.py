@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fusion.baselines import answer_masks, majority_vote
-from fusion.simulate import ACCEPT, ADJUST, REJECT, Answer, Campaign
+from fusion.baselines import answer_masks, by_crop, majority_vote
+from fusion.simulate import ACCEPT, ADJUST, REJECT, Campaign
 
 Mask = npt.NDArray[np.bool_]
 PeerFn = Callable[[Campaign], dict[int, Mask]]
@@ -42,9 +42,7 @@ def available() -> dict[str, bool]:
 
 
 def _masks_by_crop(campaign: Campaign) -> dict[int, list[Mask]]:
-    grouped: dict[int, list[Answer]] = defaultdict(list)
-    for answer in campaign.answers:
-        grouped[answer.crop].append(answer)
+    grouped = by_crop(campaign.answers)
     return {
         i: answer_masks(proposal, grouped.get(i, []))
         for i, proposal in enumerate(campaign.proposals)
