@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import numpy.typing as npt
 
-from fusion.simulate import ACCEPT, ADJUST, Answer
+from fusion.simulate import ACCEPT, ADJUST, Answer, Campaign
 
 Mask = npt.NDArray[np.bool_]
 
@@ -24,15 +24,28 @@ def by_crop(answers: list[Answer]) -> dict[int, list[Answer]]:
     return grouped
 
 
+def answer_mask(proposal: Mask, answer: Answer) -> Mask | None:
+    """The mask a generic aggregator sees in one answer (None for a reject, unsure or skip)."""
+    if answer.verdict == ACCEPT:
+        return proposal
+    if answer.verdict == ADJUST and answer.mask is not None:
+        return answer.mask
+    return None
+
+
 def answer_masks(proposal: Mask, answers: list[Answer]) -> list[Mask]:
     """The masks a generic aggregator gets from one crop's answers."""
-    masks = []
-    for answer in answers:
-        if answer.verdict == ACCEPT:
-            masks.append(proposal)
-        elif answer.verdict == ADJUST and answer.mask is not None:
-            masks.append(answer.mask)
-    return masks
+    masks = (answer_mask(proposal, answer) for answer in answers)
+    return [mask for mask in masks if mask is not None]
+
+
+def masks_by_crop(campaign: Campaign) -> dict[int, list[Mask]]:
+    """Every crop's masks as a generic aggregator gets them (crops without answers included)."""
+    grouped = by_crop(campaign.answers)
+    return {
+        i: answer_masks(proposal, grouped.get(i, []))
+        for i, proposal in enumerate(campaign.proposals)
+    }
 
 
 def majority_vote(masks: list[Mask], fallback: Mask) -> Mask:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fusion import peers
-from fusion.baselines import answer_masks, by_crop, majority_vote
+from fusion.baselines import by_crop, majority_vote, masks_by_crop
 from fusion.paf import PAFConfig, ProposalAwareFusion
 from fusion.simulate import Campaign, dice
 
@@ -49,18 +49,34 @@ class MethodResult:
     peak_mb: float
 
 
+Method = Callable[[Campaign], tuple[dict[int, Mask], float]]  # -> masks, answers per crop
+
+
+def _answers_per_scored_crop(campaign: Campaign) -> float:
+    """Mean answers a crop outside gold received: the full budget of fixed redundancy."""
+    grouped = by_crop(campaign.answers)
+    return float(np.mean([len(grouped.get(int(i), [])) for i in np.flatnonzero(~campaign.gold)]))
+
+
+def _streaming_model(campaign: Campaign, config: PAFConfig) -> ProposalAwareFusion:
+    """A model holding the campaign's crops and gold, ready for answers one at a time."""
+    model = ProposalAwareFusion(config)
+    gold = _gold(campaign)
+    for i, proposal in enumerate(campaign.proposals):
+        model.add_crop(i, proposal, gold.get(i))
+    return model
+
+
 def _proposal(campaign: Campaign) -> tuple[dict[int, Mask], float]:
     return {i: campaign.proposals[i] for i in range(len(campaign.proposals))}, 0.0
 
 
 def _majority(campaign: Campaign) -> tuple[dict[int, Mask], float]:
-    grouped = by_crop(campaign.answers)
-    out = {}
-    for i, proposal in enumerate(campaign.proposals):
-        out[i] = majority_vote(answer_masks(proposal, grouped.get(i, [])), proposal)
-    return out, float(
-        np.mean([len(grouped.get(int(i), [])) for i in np.flatnonzero(~campaign.gold)])
-    )
+    fused = {
+        i: majority_vote(masks, campaign.proposals[i])
+        for i, masks in masks_by_crop(campaign).items()
+    }
+    return fused, _answers_per_scored_crop(campaign)
 
 
 def _gold(campaign: Campaign) -> dict[int, Mask]:
@@ -70,9 +86,7 @@ def _gold(campaign: Campaign) -> dict[int, Mask]:
 def _paf(campaign: Campaign, config: PAFConfig) -> tuple[dict[int, Mask], float]:
     proposals = dict(enumerate(campaign.proposals))
     model = ProposalAwareFusion(config).fit(proposals, campaign.answers, _gold(campaign))
-    grouped = by_crop(campaign.answers)
-    used = float(np.mean([len(grouped.get(int(i), [])) for i in np.flatnonzero(~campaign.gold)]))
-    return {i: model.result(i).mask for i in proposals}, used
+    return {i: model.result(i).mask for i in proposals}, _answers_per_scored_crop(campaign)
 
 
 def run_adaptive(
@@ -89,10 +103,8 @@ def run_adaptive(
     Returns the model (refitted on the answers used) and the answers used per crop.
     """
     limit = max_answers or campaign.scenario.answers_per_crop[1]
-    model = ProposalAwareFusion(config)
+    model = _streaming_model(campaign, config)
     gold = _gold(campaign)
-    for i, proposal in enumerate(campaign.proposals):
-        model.add_crop(i, proposal, gold.get(i))
     closed: set[int] = set()
     used: dict[int, int] = defaultdict(int)
     for n, answer in enumerate(campaign.answers, start=1):
@@ -136,35 +148,34 @@ def _peak_rss_mb() -> float:
 Outcome = tuple[dict[int, Mask], float, float, float]  # masks, answers/crop, seconds, peak MB
 
 
-Method = Callable[[Campaign], tuple[dict[int, Mask], float]]
+def _repeat(fn: Method, campaign: Campaign, repeats: int) -> tuple[dict[int, Mask], float, float]:
+    """Run ``fn`` ``repeats`` times: the last masks and answers, the median seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        masks, answers = fn(campaign)
+        times.append(time.perf_counter() - started)
+    return masks, answers, float(np.median(times))
 
 
 def _timed(fn: Method, campaign: Campaign, repeats: int = 1) -> Outcome:
     """Run in this process; memory is the peak of traced (Python and NumPy) allocations."""
     tracemalloc.start()
     try:
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            masks, answers = fn(campaign)
-            times.append(time.perf_counter() - started)
+        masks, answers, seconds = _repeat(fn, campaign, repeats)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return masks, answers, float(np.median(times)), peak / 2**20
+    return masks, answers, seconds, peak / 2**20
 
 
 def _child(fn: Method, campaign: Campaign, repeats: int, conn: Any) -> None:
     try:
         start_mb = _rss_mb()
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            masks, answers = fn(campaign)
-            times.append(time.perf_counter() - started)
+        masks, answers, seconds = _repeat(fn, campaign, repeats)
         peak = max(0.0, _peak_rss_mb() - start_mb)
         packed = {i: np.packbits(m) for i, m in masks.items()}
-        conn.send(("ok", packed, answers, float(np.median(times)), peak))
+        conn.send(("ok", packed, answers, seconds, peak))
     except BaseException as error:  # report it in the parent
         conn.send(("error", f"{type(error).__name__}: {error}", 0.0, 0.0, 0.0))
     finally:
@@ -239,12 +250,12 @@ def run_methods(
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     config = config or PAFConfig()
     scored = np.flatnonzero(~campaign.gold)
-    full_budget = float(np.mean([len(by_crop(campaign.answers).get(int(i), [])) for i in scored]))
+    full_budget = _answers_per_scored_crop(campaign)
 
-    def peer(fn: peers.PeerFn) -> Callable[[Campaign], tuple[dict[int, Mask], float]]:
+    def peer(fn: peers.PeerFn) -> Method:
         return lambda c: (fn(c), full_budget)
 
-    table: dict[str, Callable[[Campaign], tuple[dict[int, Mask], float]]] = {
+    table: dict[str, Method] = {
         "proposal": _proposal,
         "majority-vote": _majority,
         "paf": lambda c: _paf(c, config),
@@ -287,10 +298,7 @@ def online_latency(campaign: Campaign, config: PAFConfig | None = None) -> dict[
     The model starts from the campaign's crops and gold and receives the answers in arrival
     order, as the bot would deliver them; p50, p95 and the maximum over all answers.
     """
-    model = ProposalAwareFusion(config or PAFConfig())
-    gold = _gold(campaign)
-    for i, proposal in enumerate(campaign.proposals):
-        model.add_crop(i, proposal, gold.get(i))
+    model = _streaming_model(campaign, config or PAFConfig())
     elapsed = []
     for answer in campaign.answers:
         started = time.perf_counter()

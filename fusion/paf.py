@@ -30,7 +30,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from fusion.simulate import ACCEPT, ADJUST, REJECT, Answer, dice, signed_distance
+from fusion.simulate import (
+    ACCEPT,
+    ADJUST,
+    REJECT,
+    Answer,
+    bounding_box,
+    dice,
+    signed_distance,
+)
 
 Mask = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
@@ -133,28 +141,13 @@ def _perimeter(mask: Mask) -> float:
 DISTANCE_BAND = 16.0
 
 
-def _box(mask: Mask, margin: int) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) of a mask's bounding box grown by ``margin`` inside the frame, or None."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (
-        max(0, int(rows[0]) - margin),
-        min(h, int(rows[-1]) + 1 + margin),
-        max(0, int(cols[0]) - margin),
-        min(w, int(cols[-1]) + 1 + margin),
-    )
-
-
 def _banded_distance(mask: Mask) -> tuple[tuple[int, int, int, int], Distance]:
     """(window, signed distance in it) of a mask, clipped below at ``-DISTANCE_BAND``.
 
     The window is the mask's bounding box plus the band (inside the frame), so the distances in
     it are those of the whole frame; an empty mask gets an empty window.
     """
-    window = _box(mask, int(DISTANCE_BAND))
+    window = bounding_box(mask, int(DISTANCE_BAND))
     if window is None:
         return (0, 0, 0, 0), np.zeros((0, 0), dtype=np.float32)
     y0, y1, x0, x1 = window
@@ -194,7 +187,7 @@ class ProposalAwareFusion:
 
     def _bounds(self, mask: Mask) -> tuple[int, int, int, int] | None:
         """(y0, y1, x0, x1) of a mask's bounding box plus the ROI margin, or None if empty."""
-        return _box(mask, self.config.roi_margin)
+        return bounding_box(mask, self.config.roi_margin)
 
     def _set_roi(self, crop: int) -> None:
         c = self.crops[crop]

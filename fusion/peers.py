@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fusion.baselines import answer_masks, by_crop, majority_vote
-from fusion.simulate import ACCEPT, ADJUST, REJECT, Campaign
+from fusion.baselines import answer_mask, majority_vote, masks_by_crop
+from fusion.simulate import ACCEPT, ADJUST, REJECT, Campaign, bounding_box
 
 Mask = npt.NDArray[np.bool_]
 PeerFn = Callable[[Campaign], dict[int, Mask]]
@@ -41,25 +41,15 @@ def available() -> dict[str, bool]:
     }
 
 
-def _masks_by_crop(campaign: Campaign) -> dict[int, list[Mask]]:
-    grouped = by_crop(campaign.answers)
-    return {
-        i: answer_masks(proposal, grouped.get(i, []))
-        for i, proposal in enumerate(campaign.proposals)
-    }
-
-
 def _crowdkit_segmentation(name: str, campaign: Campaign) -> dict[int, Mask]:
     import pandas as pd
     from crowdkit import aggregation
 
     rows = []
     for answer in campaign.answers:
-        proposal = campaign.proposals[answer.crop]
-        if answer.verdict == ACCEPT:
-            rows.append((answer.crop, answer.volunteer, proposal))
-        elif answer.verdict == ADJUST and answer.mask is not None:
-            rows.append((answer.crop, answer.volunteer, answer.mask))
+        mask = answer_mask(campaign.proposals[answer.crop], answer)
+        if mask is not None:
+            rows.append((answer.crop, answer.volunteer, mask))
     data = pd.DataFrame(rows, columns=["task", "worker", "segmentation"])
     model = {
         "ck-mv": aggregation.SegmentationMajorityVote,
@@ -105,18 +95,16 @@ def _staple_roi(campaign: Campaign) -> dict[int, Mask]:
 
     sitk_any: Any = sitk  # SimpleITK's SWIG bindings carry no types
     out = {}
-    for i, masks in _masks_by_crop(campaign).items():
+    for i, masks in masks_by_crop(campaign).items():
         proposal = campaign.proposals[i]
         if len(masks) < 2:
             out[i] = masks[0].copy() if masks else proposal.copy()
             continue
-        ys, xs = np.nonzero(np.logical_or.reduce(masks))
-        if ys.size == 0:
+        roi = bounding_box(np.logical_or.reduce(masks), ROI_MARGIN)
+        if roi is None:
             out[i] = np.zeros_like(proposal)
             continue
-        h, w = proposal.shape
-        y0, y1 = max(0, ys.min() - ROI_MARGIN), min(h, ys.max() + 1 + ROI_MARGIN)
-        x0, x1 = max(0, xs.min() - ROI_MARGIN), min(w, xs.max() + 1 + ROI_MARGIN)
+        y0, y1, x0, x1 = roi
         staple = sitk_any.STAPLEImageFilter()
         staple.SetForegroundValue(1.0)
         images = [sitk.GetImageFromArray(m[y0:y1, x0:x1].astype(np.uint8)) for m in masks]

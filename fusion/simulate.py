@@ -151,6 +151,21 @@ def dice(a: Mask, b: Mask) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
+def bounding_box(mask: Mask, margin: int = 0) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of a mask's bounding box grown by ``margin`` inside the frame, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (
+        max(0, int(rows[0]) - margin),
+        min(h, int(rows[-1]) + 1 + margin),
+        max(0, int(cols[0]) - margin),
+        min(w, int(cols[-1]) + 1 + margin),
+    )
+
+
 def signed_distance(mask: Mask) -> npt.NDArray[np.float64]:
     """Signed distance of each pixel centre to the mask's boundary in pixels, positive inside.
 
