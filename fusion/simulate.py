@@ -127,7 +127,8 @@ class Campaign:
     """A simulated campaign: what the bot stores, plus the hidden truth for scoring.
 
     ``truth``/``proposals``: (N, S, S) bool; ``gold``: (N,) bool, crops whose truth the model may
-    see; ``answers``: in arrival order.
+    see; ``answers``: in arrival order; ``profiles``/``volunteers``: each volunteer's hidden
+    profile and parameters.
     """
 
     scenario: Scenario
@@ -137,6 +138,7 @@ class Campaign:
     gold: npt.NDArray[np.bool_]
     profiles: list[str]
     answers: list[Answer]
+    volunteers: list[Volunteer] = field(default_factory=list)
 
     def acceptable(self) -> npt.NDArray[np.bool_]:
         """Whether each proposal is good enough to accept (Dice >= 0.90 with the truth)."""
@@ -243,7 +245,15 @@ def _proposal(rng: np.random.Generator, truth: Mask, mode: str) -> Mask:
 
 
 @dataclass(frozen=True)
-class _Volunteer:
+class Volunteer:
+    """A simulated volunteer's hidden parameters (for scoring and diagnostics, never for fusion).
+
+    ``bias``: boundary offset in pixels (+ over-segments); ``amp``/``grid``: amplitude and
+    smoothness of their boundary noise; ``tau``/``perception``: they accept a proposal whose
+    Dice plus Gaussian perception noise reaches ``tau``; ``adjust``: chance they correct rather
+    than reject.
+    """
+
     profile: str
     bias: float
     amp: float
@@ -253,30 +263,30 @@ class _Volunteer:
     adjust: float
 
 
-def _volunteer(rng: np.random.Generator, profile: str, scenario: Scenario) -> _Volunteer:
+def _volunteer(rng: np.random.Generator, profile: str, scenario: Scenario) -> Volunteer:
     scale = scenario.crop_size / 256
     adjust = rng.uniform(*scenario.adjust_probability)
     if profile == "good":
-        return _Volunteer(
+        return Volunteer(
             profile, rng.normal(0, 1) * scale, rng.uniform(1.5, 3) * scale, 8, 0.90, 0.03, adjust
         )
     if profile == "noisy":
-        return _Volunteer(
+        return Volunteer(
             profile, rng.normal(0, 1) * scale, rng.uniform(4, 7) * scale, 24, 0.90, 0.08, adjust
         )
     if profile == "over-segmenter":
-        return _Volunteer(
+        return Volunteer(
             profile, rng.uniform(3, 8) * scale, rng.uniform(1.5, 3) * scale, 8, 0.85, 0.03, adjust
         )
     if profile == "under-segmenter":
-        return _Volunteer(
+        return Volunteer(
             profile, -rng.uniform(3, 8) * scale, rng.uniform(1.5, 3) * scale, 8, 0.95, 0.03, adjust
         )
-    return _Volunteer(profile, 0.0, 2.0 * scale, 16, 0.90, 0.03, adjust)
+    return Volunteer(profile, 0.0, 2.0 * scale, 16, 0.90, 0.03, adjust)
 
 
 def _answer(
-    rng: np.random.Generator, v: _Volunteer, truth: Mask, s: npt.NDArray[np.float64], quality: float
+    rng: np.random.Generator, v: Volunteer, truth: Mask, s: npt.NDArray[np.float64], quality: float
 ) -> tuple[int, Mask | None]:
     size = truth.shape[0]
     if v.profile == "lazy":
@@ -356,4 +366,6 @@ def simulate(scenario: Scenario) -> Campaign:
             rng, volunteers[v], truth[crop], distance[crop], float(quality[crop])
         )
         answers.append(Answer(crop, v, verdict, mask))
-    return Campaign(scenario, truth, proposals, [str(m) for m in modes], gold, profiles, answers)
+    return Campaign(
+        scenario, truth, proposals, [str(m) for m in modes], gold, profiles, answers, volunteers
+    )
