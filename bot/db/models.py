@@ -110,6 +110,12 @@ class Campaign(SQLModel, table=True):
     gold_rate: float = Field(default=0.1, ge=0, le=1)
     crop_size: int = Field(default=512, ge=32, description="largest side of a stored crop, px")
     crop_margin: float = Field(default=0.3, ge=0, description="context around a box, x box side")
+    lease_seconds: int = Field(default=900, ge=10, description="how long a served crop is held")
+    answer_floor_seconds: float = Field(
+        default=1.5, ge=0, description="answers faster than this score no points"
+    )
+    tutorial_tasks: int = Field(default=3, ge=0, description="gold crops taught after consent")
+    daily_goal: int = Field(default=10, ge=1, description="answers that make a day count")
     created_at: dt.datetime = _ts()
 
 
@@ -189,6 +195,9 @@ class Volunteer(SQLModel, table=True):
     streak_days: int = 0
     last_active_on: dt.date | None = None
     level: int = 1
+    badges: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    paused: bool = Field(default=False, description="no pushes (digests, reminders)")
+    forgotten: bool = Field(default=False, description="personal data deleted by /forget")
     created_at: dt.datetime = _ts()
 
 
@@ -202,6 +211,11 @@ class Assignment(SQLModel, table=True):
     lease_expires_at: dt.datetime = Field(sa_type=UTCDateTime)
     chat_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     message_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # A gold crop is shown augmented (see bot.campaign.render.Augment); None for real crops.
+    augment: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # The Adjust flow's working state: mode, selected grid cells, current mask key, undo stack.
+    adjust: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: dt.datetime = _ts()
 
 
@@ -218,7 +232,25 @@ class Answer(SQLModel, table=True):
     mask_key: str | None = Field(default=None, max_length=STORE_KEY)
     prompt_points: list[Any] = Field(default_factory=list, sa_type=sa.JSON)
     seconds_taken: float | None = None
+    # Delayed credit: agreement with the retired consensus (or the gold) and the points it earned.
+    agreement: float | None = None
+    points: int = 0
+    credited_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    notified: bool = Field(default=False, description="included in a digest")
     created_at: dt.datetime = _ts()
+
+
+class VolunteerDay(SQLModel, table=True):
+    """One volunteer's activity on one UTC day (streaks count days that meet the goal)."""
+
+    __table_args__ = (sa.UniqueConstraint("volunteer_id", "day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    volunteer_id: int = Field(foreign_key="volunteer.id", index=True)
+    day: dt.date
+    answers: int = 0
+    gold_answers: int = 0
+    gold_dice_sum: float = 0.0
 
 
 class Consensus(SQLModel, table=True):
@@ -277,11 +309,15 @@ class Job(SQLModel, table=True):
 
 
 class InboxUpdate(SQLModel, table=True):
-    """A raw Telegram update, persisted before it is acknowledged, processed at most once."""
+    """A raw Telegram update, persisted before it is acknowledged, processed at most once.
+
+    ``attempts`` counts tries; an update whose handlers keep failing is parked with ``error``.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     update_id: int = Field(sa_type=sa.BigInteger, unique=True)
     payload: dict[str, Any] = Field(sa_type=sa.JSON)
     received_at: dt.datetime = _ts()
-    processed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    processed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    attempts: int = 0
     error: str | None = Field(default=None, max_length=4000)
