@@ -17,3 +17,15 @@ class InvalidInput(MedCrowdError):
 
 class CampaignNotFound(MedCrowdError):
     """No campaign of that name."""
+
+
+class StaleTask(MedCrowdError):
+    """A button for a crop that is finished, no longer leased to this volunteer, or unknown."""
+
+
+class NoConsent(MedCrowdError):
+    """The volunteer has not agreed to the terms yet; nothing is served before consent."""
+
+
+class NoWork(MedCrowdError):
+    """No crop is open for this volunteer right now."""

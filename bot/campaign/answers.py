@@ -1,0 +1,274 @@
+"""Storing an answer: once, whatever happens; then gold scoring, fusion, retirement and credit.
+
+An answer is keyed by (task, volunteer) and reached through its assignment's token, so a double
+press, a re-delivered update or a press on an old message stores nothing twice. Masks always
+arrive in the crop's own frame (gold augmentation is undone before this point).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign import scoring
+from bot.campaign.crowd import Crowd, proposal_of
+from bot.campaign.errors import StaleTask
+from bot.db.models import (
+    Answer,
+    Assignment,
+    Campaign,
+    Consensus,
+    GoldScore,
+    Task,
+    TaskKind,
+    TaskStatus,
+    Verdict,
+    Volunteer,
+)
+from bot.db.types import utcnow
+from bot.store import codecs
+from bot.store.files import FileStore
+from fusion.paf import METHOD_VERSION, CropResult, Decision
+from inference.prediction import dice, mask_iou
+
+logger = logging.getLogger(__name__)
+
+Mask = npt.NDArray[np.bool_]
+ACCEPTABLE_DICE = 0.90  # a proposal at least this close to the truth deserved an accept
+
+
+@dataclass(frozen=True)
+class GoldOutcome:
+    """How a gold answer compared with the expert's mask (all in the crop's own frame)."""
+
+    score: float
+    answer_mask: Mask
+    truth: Mask
+    proposal_acceptable: bool
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What storing an answer did."""
+
+    answer: Answer
+    duplicate: bool
+    gold: GoldOutcome | None = None
+    decision: Decision | None = None
+    day_counted: bool = False
+
+
+def answer_mask(verdict: Verdict, mask: Mask | None, proposal: Mask) -> Mask | None:
+    """The mask an answer stands for: the proposal for accept, the drawn mask for adjust."""
+    if verdict == Verdict.ACCEPT:
+        return proposal
+    if verdict == Verdict.ADJUST:
+        return mask
+    return None
+
+
+def gold_score(verdict: Verdict, mask: Mask | None, proposal: Mask, truth: Mask) -> float | None:
+    """A gold answer's score in [0, 1].
+
+    Accept and adjust score the Dice of their mask with the truth; a reject scores 1 when the
+    proposal was indeed not acceptable (Dice < 0.90) and 0 when it was; unsure and skip score
+    nothing.
+    """
+    shown = answer_mask(verdict, mask, proposal)
+    if shown is not None:
+        return dice(shown, truth)
+    if verdict == Verdict.REJECT:
+        return 1.0 if dice(proposal, truth) < ACCEPTABLE_DICE else 0.0
+    return None
+
+
+def agreement(verdict: Verdict, mask: Mask | None, proposal: Mask, consensus: Mask) -> float | None:
+    """How far an answer agreed with the retired consensus (None for unsure and skip)."""
+    return gold_score(verdict, mask, proposal, consensus)
+
+
+async def _existing(session: AsyncSession, task_id: int, volunteer_id: int) -> Answer | None:
+    result = await session.exec(
+        select(Answer).where(Answer.task_id == task_id, Answer.volunteer_id == volunteer_id)
+    )
+    return result.first()
+
+
+async def submit(
+    session: AsyncSession,
+    *,
+    crowd: Crowd,
+    store: FileStore,
+    volunteer: Volunteer,
+    assignment: Assignment,
+    verdict: Verdict,
+    mask: Mask | None = None,
+    prompt_points: list[list[float]] | None = None,
+    now: dt.datetime | None = None,
+) -> Submitted:
+    """Store one answer and let everything that follows from it happen; commits.
+
+    Raises:
+        StaleTask: the assignment is someone else's, or its crop is finished.
+        ValueError: an adjust without a mask, or a mask of the wrong shape.
+    """
+    now = now or utcnow()
+    assert volunteer.id is not None
+    if assignment.volunteer_id != volunteer.id:
+        raise StaleTask("that button belongs to someone else's crop")
+    task = await session.get_one(Task, assignment.task_id)
+    assert task.id is not None
+    existing = await _existing(session, task.id, volunteer.id)
+    if existing is not None:
+        return Submitted(existing, duplicate=True)
+    if task.status != TaskStatus.OPEN:
+        raise StaleTask("that crop is already finished: here is a fresh one")
+    proposal_row = await proposal_of(session, task_id=task.id)
+    if proposal_row is None:
+        raise StaleTask("that crop has no proposal yet")
+    proposal = codecs.decode_mask(store.get(proposal_row.mask_key))
+    if verdict == Verdict.ADJUST:
+        if mask is None or mask.shape != proposal.shape:
+            got = None if mask is None else mask.shape
+            raise ValueError(f"an adjust needs a mask of shape {proposal.shape}, got {got}")
+    else:
+        mask = None
+    mask_key = store.put("masks", codecs.encode_mask(mask), "png")[0] if mask is not None else None
+    answer = Answer(
+        task_id=task.id,
+        volunteer_id=volunteer.id,
+        assignment_id=assignment.id,
+        verdict=verdict,
+        mask_key=mask_key,
+        prompt_points=prompt_points or [],
+        seconds_taken=max((now - assignment.created_at).total_seconds(), 0.0),
+        created_at=now,
+    )
+    session.add(answer)
+    assignment.closed_at = now
+    session.add(assignment)
+    try:
+        await session.flush()
+    except IntegrityError:  # the same press, processed concurrently: it is stored already
+        await session.rollback()
+        existing = await _existing(session, task.id, volunteer.id)
+        assert existing is not None
+        return Submitted(existing, duplicate=True)
+    assert answer.id is not None
+    campaign = await session.get_one(Campaign, task.campaign_id)
+
+    gold = None
+    gold_dice = None
+    if task.kind != TaskKind.REAL and task.gold_mask_key:
+        truth = codecs.decode_mask(store.get(task.gold_mask_key))
+        score = gold_score(verdict, mask, proposal, truth)
+        if score is not None:
+            shown = answer_mask(verdict, mask, proposal)
+            iou = mask_iou(shown, truth) if shown is not None else score
+            session.add(
+                GoldScore(
+                    answer_id=answer.id,
+                    task_id=task.id,
+                    volunteer_id=volunteer.id,
+                    dice=score,
+                    iou=iou,
+                )
+            )
+            gold_dice = score
+            gold = GoldOutcome(
+                score,
+                shown if shown is not None else np.zeros_like(proposal),
+                truth,
+                dice(proposal, truth) >= ACCEPTABLE_DICE,
+            )
+            await scoring.credit_answers(
+                session,
+                agreements={answer.id: score},
+                difficulty=0.5,
+                floor_seconds=campaign.answer_floor_seconds,
+                now=now,
+            )
+    day_counted = await scoring.record_answer(
+        session,
+        volunteer=volunteer,
+        day=now.date(),
+        daily_goal=campaign.daily_goal,
+        gold_dice=gold_dice,
+    )
+    decision = None
+    async with crowd.lock(campaign.id or 0):
+        result = await crowd.add(
+            session, campaign_id=task.campaign_id, task=task, answer=answer, mask=mask
+        )
+        if result is not None and task.kind == TaskKind.REAL:
+            decision = crowd.decide(
+                task.campaign_id,
+                task.id,
+                confidence=campaign.retire_confidence,
+                min_answers=campaign.min_answers,
+                max_answers=campaign.max_answers,
+            )
+            task.priority = _priority(result, campaign.min_answers)
+            if decision != "continue":
+                await _close(session, store, campaign, task, proposal, result, decision, now)
+            session.add(task)
+    await session.commit()
+    return Submitted(answer, duplicate=False, gold=gold, decision=decision, day_counted=day_counted)
+
+
+def _priority(result: CropResult, min_answers: int) -> float:
+    """Uncertain crops first, and among them those closest to retiring."""
+    uncertainty = 1.0 - abs(2.0 * result.accept_probability - 1.0)
+    progress = min(result.answers / max(min_answers, 1), 1.0)
+    return round(uncertainty * (0.5 + 0.5 * progress), 4)
+
+
+async def _close(
+    session: AsyncSession,
+    store: FileStore,
+    campaign: Campaign,
+    task: Task,
+    proposal: Mask,
+    result: CropResult,
+    decision: Decision,
+    now: dt.datetime,
+) -> None:
+    """Retire or escalate a crop: write its consensus and credit every answer on it."""
+    assert task.id is not None
+    task.status = TaskStatus.RETIRED if decision == "retire" else TaskStatus.ESCALATED
+    found = await session.exec(select(Consensus).where(Consensus.task_id == task.id))
+    consensus = found.first() or Consensus(
+        task_id=task.id, mask_key="", confidence=0.0, answers_used=0, method_version=""
+    )
+    consensus.mask_key = store.put("masks", codecs.encode_mask(result.mask), "png")[0]
+    consensus.prob_key = store.put("probs", codecs.encode_prob(result.prob), "png")[0]
+    consensus.confidence = float(result.confidence)
+    consensus.answers_used = result.answers
+    consensus.method_version = METHOD_VERSION
+    consensus.updated_at = now
+    session.add(consensus)
+    rows = await session.exec(
+        select(Answer).where(Answer.task_id == task.id, col(Answer.credited_at).is_(None))
+    )
+    agreements = {}
+    for row in rows.all():
+        assert row.id is not None
+        drawn = codecs.decode_mask(store.get(row.mask_key)) if row.mask_key else None
+        value = agreement(row.verdict, drawn, proposal, result.mask)
+        if value is not None:
+            agreements[row.id] = value
+    await scoring.credit_answers(
+        session,
+        agreements=agreements,
+        difficulty=float(1.0 - result.accept_probability),
+        floor_seconds=campaign.answer_floor_seconds,
+        now=now,
+    )
+    logger.info("task %s %s after %d answers", task.id, task.status.value, result.answers)

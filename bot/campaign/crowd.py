@@ -1,0 +1,147 @@
+"""The live crowd model of each campaign: proposal-aware fusion, updated as answers arrive.
+
+The database is the truth; the model is rebuilt from it (one batch fit) the first time a campaign
+is touched after a start, then updated online per answer and refitted every ``refit_every``
+answers. Tasks are fusion's crops (crop id = task id); volunteers keep their row id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.db.models import Answer, Proposal, Task, TaskKind, Verdict
+from bot.store import codecs
+from bot.store.files import FileStore
+from fusion.paf import CropResult, Decision, PAFConfig, ProposalAwareFusion
+from fusion.simulate import ACCEPT, ADJUST, REJECT, SKIP, UNSURE
+from fusion.simulate import Answer as FusionAnswer
+
+logger = logging.getLogger(__name__)
+
+VERDICT_CODES = {
+    Verdict.ACCEPT: ACCEPT,
+    Verdict.ADJUST: ADJUST,
+    Verdict.REJECT: REJECT,
+    Verdict.UNSURE: UNSURE,
+    Verdict.SKIP: SKIP,
+}
+
+
+async def proposal_of(session: AsyncSession, *, task_id: int) -> Proposal | None:
+    """The newest proposal of a task."""
+    result = await session.exec(
+        select(Proposal)
+        .where(Proposal.task_id == task_id)
+        .order_by(col(Proposal.created_at).desc(), col(Proposal.id).desc())
+    )
+    return result.first()
+
+
+def to_fusion(answer: Answer, mask: np.ndarray | None) -> FusionAnswer:
+    """A stored answer as fusion's answer."""
+    return FusionAnswer(answer.task_id, answer.volunteer_id, VERDICT_CODES[answer.verdict], mask)
+
+
+@dataclass
+class Crowd:
+    """One fusion model per campaign, loaded on first use; one lock serialises each model."""
+
+    store: FileStore
+    config: PAFConfig = field(default_factory=PAFConfig)
+    refit_every: int = 200
+    models: dict[int, ProposalAwareFusion] = field(default_factory=dict)
+    added: dict[int, int] = field(default_factory=dict)
+    locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, campaign_id: int) -> asyncio.Lock:
+        """The lock that serialises updates of one campaign's model."""
+        return self.locks.setdefault(campaign_id, asyncio.Lock())
+
+    async def model(self, session: AsyncSession, campaign_id: int) -> ProposalAwareFusion:
+        """The campaign's model, fitted from the database the first time."""
+        if campaign_id not in self.models:
+            self.models[campaign_id] = await self._load(session, campaign_id)
+            self.added[campaign_id] = 0
+        return self.models[campaign_id]
+
+    async def _load(self, session: AsyncSession, campaign_id: int) -> ProposalAwareFusion:
+        tasks = (await session.exec(select(Task).where(Task.campaign_id == campaign_id))).all()
+        proposals, gold = {}, {}
+        for task in tasks:
+            assert task.id is not None
+            mask = await self._proposal_mask(session, task)
+            if mask is None:
+                continue
+            proposals[task.id] = mask
+            if task.kind != TaskKind.REAL and task.gold_mask_key:
+                gold[task.id] = codecs.decode_mask(self.store.get(task.gold_mask_key))
+        rows = await session.exec(
+            select(Answer).where(col(Answer.task_id).in_(list(proposals))).order_by(col(Answer.id))
+        )
+        answers = [
+            to_fusion(a, codecs.decode_mask(self.store.get(a.mask_key)) if a.mask_key else None)
+            for a in rows.all()
+        ]
+        model = ProposalAwareFusion(self.config)
+        model.fit(proposals, answers, gold)
+        logger.info(
+            "campaign %s: crowd model fitted on %d crops and %d answers",
+            campaign_id,
+            len(proposals),
+            len(answers),
+        )
+        return model
+
+    async def _proposal_mask(self, session: AsyncSession, task: Task) -> np.ndarray | None:
+        assert task.id is not None
+        proposal = await proposal_of(session, task_id=task.id)
+        if proposal is None:
+            return None
+        return codecs.decode_mask(self.store.get(proposal.mask_key))
+
+    async def add(
+        self,
+        session: AsyncSession,
+        *,
+        campaign_id: int,
+        task: Task,
+        answer: Answer,
+        mask: np.ndarray | None,
+    ) -> CropResult | None:
+        """Fold one stored answer into the campaign's model; None if the task has no proposal."""
+        model = await self.model(session, campaign_id)
+        assert task.id is not None
+        if task.id not in model.crops:
+            proposal = await self._proposal_mask(session, task)
+            if proposal is None:
+                return None
+            gold = None
+            if task.kind != TaskKind.REAL and task.gold_mask_key:
+                gold = codecs.decode_mask(self.store.get(task.gold_mask_key))
+            model.add_crop(task.id, proposal, gold)
+        result = model.add(to_fusion(answer, mask))
+        self.added[campaign_id] = self.added.get(campaign_id, 0) + 1
+        if self.added[campaign_id] % self.refit_every == 0:
+            model.refit()
+            result = model.result(task.id)
+        return result
+
+    def decide(
+        self,
+        campaign_id: int,
+        task_id: int,
+        *,
+        confidence: float,
+        min_answers: int,
+        max_answers: int,
+    ) -> Decision:
+        """Retire, continue or escalate a crop (the model must hold it)."""
+        return self.models[campaign_id].decide(
+            task_id, confidence=confidence, min_answers=min_answers, max_answers=max_answers
+        )

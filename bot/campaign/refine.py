@@ -1,0 +1,69 @@
+"""Tap-to-refine: the decoder re-runs on the crop's cached embedding with a volunteer's new box.
+
+The proposer (MedSAM, the tiny test model, or the labelled fallback) is built once, on first
+use, and runs in a worker thread so the bot's event loop never waits on it. MedSAM's image
+embedding comes from the on-disk cache the proposals job filled, so a refinement costs one
+decoder pass (milliseconds on a CPU).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.jobs.proposals import ProposerSpec, build_proposer
+from inference.fallback import FallbackProposer
+from inference.predictor import MedSamPredictor
+
+logger = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]
+
+
+class Refiner:
+    """Re-prompts a crop with a new box (and optional positive/negative points)."""
+
+    def __init__(self, spec: ProposerSpec) -> None:
+        self.spec = spec
+        self._proposer: MedSamPredictor | FallbackProposer | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> MedSamPredictor | FallbackProposer:
+        with self._lock:
+            if self._proposer is None:
+                self._proposer = build_proposer(self.spec)
+                logger.info("refiner ready: %s", self._proposer.model_id)
+            return self._proposer
+
+    def refine_sync(
+        self,
+        crop: npt.NDArray[np.uint8],
+        box: Box,
+        points: list[tuple[float, float, int]] | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """The mask for ``box`` (xyxy crop pixels); ``points`` are (x, y, label 1/0)."""
+        proposer = self._get()
+        pts = labels = None
+        if points:
+            pts = np.asarray([(x, y) for x, y, _ in points], dtype=np.float64)
+            labels = np.asarray([label for _, _, label in points], dtype=np.int64)
+        with self._lock:  # one decoder at a time: torch modules are not re-entrant
+            if isinstance(proposer, MedSamPredictor):
+                embedding = proposer.embed(crop)
+                prediction = proposer.predict(embedding, box=box, points=pts, point_labels=labels)
+            else:
+                prediction = proposer.predict(crop, box=box, points=pts, point_labels=labels)
+        return np.asarray(prediction.mask, dtype=bool)
+
+    async def refine(
+        self,
+        crop: npt.NDArray[np.uint8],
+        box: Box,
+        points: list[tuple[float, float, int]] | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """``refine_sync`` in a worker thread."""
+        return await asyncio.to_thread(self.refine_sync, crop, box, points)

@@ -1,0 +1,227 @@
+"""Which crop a volunteer sees next, under a lease.
+
+Never one they answered, never a retired one. A volunteer still holding an unexpired lease gets
+that crop back (a double "next" hands out nothing new). New volunteers first do the campaign's
+tutorial (gold crops with instant feedback); after that gold is mixed in at a rate that starts
+high and decays toward the campaign's ``gold_rate`` as their gold record grows. Real crops are
+ranked by priority (fusion's uncertainty about the crop and how close it is to retiring), with
+hard crops steered to volunteers whose gold record is strong and easy ones to newcomers. A crop is
+never leased to more volunteers than the answers it can still take.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from sqlalchemy import ColumnElement, func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign.errors import NoConsent, NoWork, StaleTask
+from bot.db.models import (
+    Answer,
+    Assignment,
+    Campaign,
+    CampaignStatus,
+    GoldScore,
+    Task,
+    TaskKind,
+    TaskStatus,
+    Volunteer,
+)
+from bot.db.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+NEWCOMER_GOLD_RATE = 0.5
+GOLD_DECAY_ANSWERS = 5.0
+CANDIDATES = 25
+
+
+def gold_rate(base: float, gold_answers: int, tutorial: int) -> float:
+    """Chance that the next crop is gold: 0.5 after the tutorial, decaying to ``base``."""
+    extra = max(gold_answers - tutorial, 0)
+    return base + (max(NEWCOMER_GOLD_RATE, base) - base) * math.exp(-extra / GOLD_DECAY_ANSWERS)
+
+
+def skill_of(gold_dice: float | None) -> float:
+    """A volunteer's skill in [0, 1] from their mean gold Dice (0.5 with no gold yet)."""
+    if gold_dice is None:
+        return 0.5
+    return float(np.clip((gold_dice - 0.7) / 0.3, 0.0, 1.0))
+
+
+async def active_campaign(session: AsyncSession) -> Campaign | None:
+    """The oldest campaign that hands out crops."""
+    result = await session.exec(
+        select(Campaign).where(Campaign.status == CampaignStatus.ACTIVE).order_by(col(Campaign.id))
+    )
+    return result.first()
+
+
+async def open_assignment(
+    session: AsyncSession, *, volunteer_id: int, now: dt.datetime
+) -> Assignment | None:
+    """The volunteer's unexpired, unanswered assignment on a still-open crop, if any."""
+    result = await session.exec(
+        select(Assignment)
+        .join(Task, col(Task.id) == Assignment.task_id)
+        .where(
+            Assignment.volunteer_id == volunteer_id,
+            col(Assignment.closed_at).is_(None),
+            Assignment.lease_expires_at > now,
+            Task.status == TaskStatus.OPEN,
+        )
+        .order_by(col(Assignment.id).desc())
+    )
+    return result.first()
+
+
+async def assignment_by_token(session: AsyncSession, *, token: str) -> Assignment:
+    """The assignment a button names.
+
+    Raises:
+        StaleTask: no such token.
+    """
+    result = await session.exec(select(Assignment).where(Assignment.token == token))
+    assignment = result.first()
+    if assignment is None:
+        raise StaleTask("that crop is no longer available")
+    return assignment
+
+
+async def _gold_record(session: AsyncSession, volunteer_id: int) -> tuple[int, float | None]:
+    result = await session.exec(
+        select(func.count(), func.avg(GoldScore.dice)).where(GoldScore.volunteer_id == volunteer_id)
+    )
+    count, mean = result.one()
+    return int(count), None if mean is None else float(mean)
+
+
+def _not_answered_by(volunteer_id: int) -> ColumnElement[bool]:
+    answered = select(Answer.task_id).where(Answer.volunteer_id == volunteer_id)
+    return col(Task.id).not_in(answered)
+
+
+async def _gold_task(
+    session: AsyncSession, campaign: Campaign, volunteer_id: int, rng: np.random.Generator
+) -> Task | None:
+    result = await session.exec(
+        select(Task)
+        .where(
+            Task.campaign_id == campaign.id,
+            col(Task.kind).in_([TaskKind.GOLD, TaskKind.TUTORIAL]),
+            _not_answered_by(volunteer_id),
+        )
+        .order_by(col(Task.kind).desc(), col(Task.id))  # tutorial crops first
+        .limit(CANDIDATES)
+    )
+    tasks = list(result.all())
+    if not tasks:
+        return None
+    tutorial = [t for t in tasks if t.kind == TaskKind.TUTORIAL]
+    return tutorial[0] if tutorial else tasks[int(rng.integers(len(tasks)))]
+
+
+async def _real_task(
+    session: AsyncSession, campaign: Campaign, volunteer_id: int, skill: float, now: dt.datetime
+) -> Task | None:
+    leased = (
+        select(func.count())
+        .select_from(Assignment)
+        .where(
+            Assignment.task_id == Task.id,
+            col(Assignment.closed_at).is_(None),
+            Assignment.lease_expires_at > now,
+        )
+        .scalar_subquery()
+    )
+    answered = (
+        select(func.count()).select_from(Answer).where(Answer.task_id == Task.id).scalar_subquery()
+    )
+    result = await session.exec(
+        select(Task)
+        .where(
+            Task.campaign_id == campaign.id,
+            Task.kind == TaskKind.REAL,
+            Task.status == TaskStatus.OPEN,
+            _not_answered_by(volunteer_id),
+            leased + answered < campaign.max_answers,
+        )
+        .order_by(col(Task.priority).desc(), col(Task.id))
+        .limit(CANDIDATES)
+    )
+    tasks = list(result.all())
+    if not tasks:
+        return None
+    # Priority first; among close calls, a crop whose difficulty suits the volunteer's skill.
+    return max(tasks, key=lambda t: t.priority - 0.5 * abs(t.priority - skill))
+
+
+async def next_assignment(
+    session: AsyncSession,
+    *,
+    volunteer: Volunteer,
+    rng: np.random.Generator,
+    now: dt.datetime | None = None,
+    augment: Callable[[np.random.Generator], Any] | None = None,
+) -> Assignment:
+    """Lease the volunteer's next crop (or hand back the one they hold).
+
+    Args:
+        session: the open session (the caller commits).
+        volunteer: who asks.
+        rng: draws the gold mix and augmentations.
+        now: the time (default: now, UTC).
+        augment: draws a gold crop's augmentation (a dataclass) from ``rng``; gold crops are
+            shown plain when None.
+
+    Raises:
+        NoConsent: the volunteer has not agreed to the terms.
+        NoWork: nothing is open for them.
+    """
+    assert volunteer.id is not None
+    if volunteer.consent_at is None or volunteer.forgotten:
+        raise NoConsent("please agree to the terms first: send /start")
+    now = now or utcnow()
+    held = await open_assignment(session, volunteer_id=volunteer.id, now=now)
+    if held is not None:
+        return held
+    campaign = await active_campaign(session)
+    if campaign is None:
+        raise NoWork("no campaign is running right now")
+    gold_done, gold_dice = await _gold_record(session, volunteer.id)
+    task = None
+    if gold_done < campaign.tutorial_tasks or rng.random() < gold_rate(
+        campaign.gold_rate, gold_done, campaign.tutorial_tasks
+    ):
+        task = await _gold_task(session, campaign, volunteer.id, rng)
+    if task is None:
+        task = await _real_task(session, campaign, volunteer.id, skill_of(gold_dice), now)
+    if task is None:
+        task = await _gold_task(session, campaign, volunteer.id, rng)
+    if task is None:
+        raise NoWork("you have seen every open crop: thank you! New ones come soon")
+    assert task.id is not None
+    drawn = None
+    if task.kind != TaskKind.REAL and augment is not None:
+        drawn = asdict(augment(rng))
+    assignment = Assignment(
+        token=secrets.token_urlsafe(9),
+        task_id=task.id,
+        volunteer_id=volunteer.id,
+        lease_expires_at=now + dt.timedelta(seconds=campaign.lease_seconds),
+        augment=drawn,
+        created_at=now,
+    )
+    session.add(assignment)
+    await session.flush()
+    logger.debug("volunteer %s leased task %s", volunteer.id, task.id)
+    return assignment

@@ -1,0 +1,232 @@
+"""What a volunteer sees of a leased crop, and the Adjust flow's working state.
+
+Everything is kept in the crop's own frame; a gold crop's augmentation is applied only for
+display (``TaskView``) and undone for what the volunteer marks on it (grid cells). The Adjust
+state lives on the assignment (``Assignment.adjust``), so it survives a restart:
+
+* ``mask``: store key of the working mask (None: still the proposal);
+* ``history``: earlier working masks, for Undo;
+* ``cells``: grid cells selected for tap-to-refine;
+* ``mode``: ``menu``, ``choices`` or ``grid`` (what the keyboard shows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign import render
+from bot.campaign.crowd import proposal_of
+from bot.campaign.errors import InvalidInput, StaleTask
+from bot.campaign.refine import Refiner
+from bot.db.models import Assignment, Campaign, Proposal, Task, TaskKind, TaskStatus
+from bot.db.types import utcnow
+from bot.store import codecs
+from bot.store.files import FileStore
+
+Mask = npt.NDArray[np.bool_]
+MAX_HISTORY = 12
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One one-tap alternative mask: a model candidate or a tighter/looser threshold."""
+
+    name: str
+    mask: Mask
+
+
+@dataclass
+class TaskView:
+    """A leased crop as the volunteer sees it (augmented if gold)."""
+
+    assignment: Assignment
+    task: Task
+    structure: str
+    crop: npt.NDArray[np.uint8]
+    proposal: Mask
+    working: Mask
+    adjust: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> TaskKind:
+        """Real, gold or tutorial."""
+        return self.task.kind
+
+    @property
+    def token(self) -> str:
+        """The opaque token the buttons carry."""
+        return self.assignment.token
+
+
+def augment_of(assignment: Assignment) -> render.Augment | None:
+    """The augmentation a gold crop is shown with (None for plain crops)."""
+    if not assignment.augment:
+        return None
+    data = dict(assignment.augment)
+    data["shift_yx"] = tuple(data["shift_yx"])
+    return render.Augment(**data)
+
+
+def shown(assignment: Assignment, mask: Mask) -> Mask:
+    """A crop-frame mask as displayed."""
+    aug = augment_of(assignment)
+    return mask if aug is None else render.apply_mask(aug, mask)
+
+
+def unshown(assignment: Assignment, mask: Mask) -> Mask:
+    """A mask marked on the displayed crop, back in the crop's own frame."""
+    aug = augment_of(assignment)
+    return mask if aug is None else render.invert_mask(aug, mask)
+
+
+async def _task_and_proposal(
+    session: AsyncSession, store: FileStore, assignment: Assignment
+) -> tuple[Task, Proposal, Mask]:
+    task = await session.get_one(Task, assignment.task_id)
+    proposal = await proposal_of(session, task_id=assignment.task_id)
+    if proposal is None:
+        raise StaleTask("that crop has no proposal yet")
+    return task, proposal, codecs.decode_mask(store.get(proposal.mask_key))
+
+
+def check_open(assignment: Assignment, task: Task) -> None:
+    """Refuse work on an answered, expired or finished assignment.
+
+    Raises:
+        StaleTask: with a message for the volunteer.
+    """
+    if assignment.closed_at is not None:
+        raise StaleTask("you already answered that crop")
+    if task.status != TaskStatus.OPEN:
+        raise StaleTask("that crop is already finished: here is a fresh one")
+    if assignment.lease_expires_at <= utcnow():
+        raise StaleTask("that crop waited too long and went back to the pool")
+
+
+def working_mask(store: FileStore, assignment: Assignment, proposal: Mask) -> Mask:
+    """The Adjust flow's current mask (the proposal until something was chosen)."""
+    key = assignment.adjust.get("mask")
+    return proposal if key is None else codecs.decode_mask(store.get(key))
+
+
+async def view(session: AsyncSession, store: FileStore, assignment: Assignment) -> TaskView:
+    """The crop, proposal and working mask as the volunteer sees them."""
+    task, _, proposal = await _task_and_proposal(session, store, assignment)
+    campaign = await session.get_one(Campaign, task.campaign_id)
+    crop = codecs.decode_png(store.get(task.crop_key))
+    aug = augment_of(assignment)
+    working = working_mask(store, assignment, proposal)
+    if aug is not None:
+        crop = render.apply_image(aug, crop)
+        proposal, working = render.apply_mask(aug, proposal), render.apply_mask(aug, working)
+    return TaskView(
+        assignment, task, campaign.structure, crop, proposal, working, dict(assignment.adjust)
+    )
+
+
+async def choices(session: AsyncSession, store: FileStore, assignment: Assignment) -> list[Choice]:
+    """One-tap alternatives, in the crop's frame: model candidates, then tighter and looser."""
+    _, proposal_row, _ = await _task_and_proposal(session, store, assignment)
+    out = [
+        Choice(str(c.get("source") or f"option {i + 1}"), codecs.decode_mask(store.get(c["key"])))
+        for i, c in enumerate(proposal_row.candidates)
+    ]
+    if proposal_row.prob_key:
+        prob = codecs.decode_prob(store.get(proposal_row.prob_key))
+        for level in render.TIGHTER_LEVELS:
+            out.append(Choice(f"tighter {level:.2f}", render.threshold_mask(prob, level)))
+        for level in render.LOOSER_LEVELS:
+            out.append(Choice(f"looser {level:.2f}", render.threshold_mask(prob, level)))
+    return out
+
+
+def _set_working(
+    store: FileStore, assignment: Assignment, mask: Mask, **extra: Any
+) -> dict[str, Any]:
+    state = dict(assignment.adjust)
+    history = list(state.get("history", []))
+    history.append(state.get("mask"))
+    state["history"] = history[-MAX_HISTORY:]
+    state["mask"] = store.put("masks", codecs.encode_mask(mask), "png")[0]
+    state.update(extra)
+    return state
+
+
+async def set_mode(session: AsyncSession, *, assignment: Assignment, mode: str) -> None:
+    """Switch what the Adjust keyboard shows (``menu``, ``choices``, ``grid``)."""
+    if mode not in ("menu", "choices", "grid"):
+        raise InvalidInput(f"unknown adjust mode {mode!r}")
+    assignment.adjust = {**assignment.adjust, "mode": mode}
+    session.add(assignment)
+
+
+async def pick(
+    session: AsyncSession, store: FileStore, *, assignment: Assignment, index: int
+) -> None:
+    """Make choice ``index`` the working mask."""
+    options = await choices(session, store, assignment)
+    if not 0 <= index < len(options):
+        raise StaleTask("that option is no longer offered")
+    assignment.adjust = _set_working(store, assignment, options[index].mask, mode="menu")
+    session.add(assignment)
+
+
+async def toggle_cell(session: AsyncSession, *, assignment: Assignment, cell: str) -> None:
+    """Select or unselect a grid cell (labels as ``render.cell_labels``)."""
+    if cell not in render.cell_labels(render.GRID):
+        raise InvalidInput(f"unknown grid cell {cell!r}")
+    cells = set(assignment.adjust.get("cells", []))
+    cells ^= {cell}
+    assignment.adjust = {**assignment.adjust, "cells": sorted(cells), "mode": "grid"}
+    session.add(assignment)
+
+
+async def refine_cells(
+    session: AsyncSession, store: FileStore, refiner: Refiner, *, assignment: Assignment
+) -> None:
+    """Re-run the decoder with the box the selected cells span (MedSAM's native prompt).
+
+    Raises:
+        InvalidInput: no cell selected.
+    """
+    cells = assignment.adjust.get("cells", [])
+    if not cells:
+        raise InvalidInput("tap the cells the structure covers first")
+    task = await session.get_one(Task, assignment.task_id)
+    crop = codecs.decode_png(store.get(task.crop_key))
+    hw = crop.shape[:2]
+    x0, y0, x1, y1 = render.box_from_cells(cells, hw, render.GRID)
+    marked = np.zeros(hw, dtype=bool)
+    marked[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+    region = unshown(assignment, marked)  # the box in the crop's own frame
+    ys, xs = np.nonzero(region)
+    if ys.size == 0:
+        raise InvalidInput("those cells are outside the image; pick others")
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    mask = await refiner.refine(crop, box)
+    assignment.adjust = _set_working(store, assignment, mask, cells=[], mode="menu")
+    session.add(assignment)
+
+
+async def undo(session: AsyncSession, *, assignment: Assignment) -> bool:
+    """Go back to the previous working mask; False when there is nothing to undo."""
+    state = dict(assignment.adjust)
+    history = list(state.get("history", []))
+    if not history:
+        return False
+    state["mask"] = history.pop()
+    state["history"] = history
+    assignment.adjust = state
+    session.add(assignment)
+    return True
+
+
+def final_mask(store: FileStore, *, assignment: Assignment) -> Mask | None:
+    """The mask Done submits (crop frame), or None if nothing was changed yet."""
+    key = assignment.adjust.get("mask")
+    return None if key is None else codecs.decode_mask(store.get(key))
