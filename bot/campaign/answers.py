@@ -51,7 +51,7 @@ class GoldOutcome:
     score: float
     answer_mask: Mask
     truth: Mask
-    proposal_acceptable: bool
+    proposal_dice: float
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ async def submit(
                 score,
                 shown if shown is not None else np.zeros_like(proposal),
                 truth,
-                dice(proposal, truth) >= ACCEPTABLE_DICE,
+                dice(proposal, truth),
             )
             await scoring.credit_answers(
                 session,

@@ -171,7 +171,7 @@ async def next_assignment(
     volunteer: Volunteer,
     rng: np.random.Generator,
     now: dt.datetime | None = None,
-    augment: Callable[[np.random.Generator], Any] | None = None,
+    augment: Callable[[np.random.Generator, tuple[int, int]], Any] | None = None,
 ) -> Assignment:
     """Lease the volunteer's next crop (or hand back the one they hold).
 
@@ -180,8 +180,8 @@ async def next_assignment(
         volunteer: who asks.
         rng: draws the gold mix and augmentations.
         now: the time (default: now, UTC).
-        augment: draws a gold crop's augmentation (a dataclass) from ``rng``; gold crops are
-            shown plain when None.
+        augment: draws a gold crop's augmentation (a dataclass) from ``rng`` and the crop's
+            (H, W); gold crops are shown plain when None.
 
     Raises:
         NoConsent: the volunteer has not agreed to the terms.
@@ -212,7 +212,7 @@ async def next_assignment(
     assert task.id is not None
     drawn = None
     if task.kind != TaskKind.REAL and augment is not None:
-        drawn = asdict(augment(rng))
+        drawn = asdict(augment(rng, (task.crop_out, task.crop_out)))
     assignment = Assignment(
         token=secrets.token_urlsafe(9),
         task_id=task.id,

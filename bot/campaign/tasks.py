@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.campaign import render
+from bot.campaign import cards, render
 from bot.campaign.crowd import proposal_of
 from bot.campaign.errors import InvalidInput, StaleTask
 from bot.campaign.refine import Refiner
@@ -63,25 +63,25 @@ class TaskView:
         return self.assignment.token
 
 
-def augment_of(assignment: Assignment) -> render.Augment | None:
+def augment_of(assignment: Assignment) -> cards.Augment | None:
     """The augmentation a gold crop is shown with (None for plain crops)."""
     if not assignment.augment:
         return None
     data = dict(assignment.augment)
     data["shift_yx"] = tuple(data["shift_yx"])
-    return render.Augment(**data)
+    return cards.Augment(**data)
 
 
 def shown(assignment: Assignment, mask: Mask) -> Mask:
     """A crop-frame mask as displayed."""
     aug = augment_of(assignment)
-    return mask if aug is None else render.apply_mask(aug, mask)
+    return mask if aug is None else cards.apply_mask(aug, mask)
 
 
 def unshown(assignment: Assignment, mask: Mask) -> Mask:
     """A mask marked on the displayed crop, back in the crop's own frame."""
     aug = augment_of(assignment)
-    return mask if aug is None else render.invert_mask(aug, mask)
+    return mask if aug is None else cards.invert_mask(aug, mask)
 
 
 async def _task_and_proposal(
@@ -92,6 +92,11 @@ async def _task_and_proposal(
     if proposal is None:
         raise StaleTask("that crop has no proposal yet")
     return task, proposal, codecs.decode_mask(store.get(proposal.mask_key))
+
+
+async def task_of(session: AsyncSession, assignment: Assignment) -> Task:
+    """The task an assignment leases."""
+    return await session.get_one(Task, assignment.task_id)
 
 
 def check_open(assignment: Assignment, task: Task) -> None:
@@ -122,8 +127,8 @@ async def view(session: AsyncSession, store: FileStore, assignment: Assignment) 
     aug = augment_of(assignment)
     working = working_mask(store, assignment, proposal)
     if aug is not None:
-        crop = render.apply_image(aug, crop)
-        proposal, working = render.apply_mask(aug, proposal), render.apply_mask(aug, working)
+        crop = cards.apply_image(aug, crop)
+        proposal, working = cards.apply_mask(aug, proposal), cards.apply_mask(aug, working)
     return TaskView(
         assignment, task, campaign.structure, crop, proposal, working, dict(assignment.adjust)
     )

@@ -1,0 +1,191 @@
+"""The one wiring function (every handler in one place) and the bot's run loop.
+
+``run_bot`` is what ``medcrowd run`` calls: long polling by default, or a webhook (aiohttp,
+secret token checked in constant time, updates persisted before the 200) when a public URL is
+configured. Either way updates go through the durable inbox (``bot.telegram.intake``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import BotCommand
+from telegram.ext import (
+    AIORateLimiter,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.campaign import scoring
+from bot.campaign.crowd import Crowd
+from bot.campaign.flood import FloodGate
+from bot.campaign.refine import Refiner
+from bot.campaign.services import Services
+from bot.jobs.proposals import ProposerSpec
+from bot.telegram import texts, volunteer
+from bot.telegram.context import BotApplication, BotContext, BotServices
+from bot.telegram.intake import Intake
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BotOptions:
+    """How the bot talks to Telegram (built from the settings at the entry point)."""
+
+    token: str
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str | None = None
+    max_retries: int = 3
+    rate_limit: bool = True
+    poll_timeout: int = 10
+    digest_seconds: float = 3600.0
+    flood_rate: float = 3.0
+    flood_burst: float = 8.0
+
+    @property
+    def file_url(self) -> str:
+        """``base_file_url``, else derived from ``base_url`` (``.../bot`` -> ``.../file/bot``)."""
+        if self.base_file_url:
+            return self.base_file_url
+        root, _, tail = self.base_url.rstrip("/").rpartition("/")
+        return f"{root}/file/{tail}"
+
+
+def build_application(options: BotOptions, services: BotServices) -> BotApplication:
+    """The PTB application with every handler; no updater (the intake feeds it)."""
+    builder: Any = (
+        ApplicationBuilder()
+        .token(options.token)
+        .base_url(options.base_url)
+        .base_file_url(options.file_url)
+        .updater(None)
+        .context_types(ContextTypes(context=BotContext))
+        .connection_pool_size(64)
+    )
+    if options.rate_limit:
+        builder = builder.rate_limiter(AIORateLimiter(max_retries=options.max_retries))
+    app: BotApplication = builder.build()
+    app.bot_data["services"] = services
+    commands: list[tuple[str, Any]] = [
+        ("start", volunteer.on_start),
+        ("next", volunteer.on_next),
+        ("help", volunteer.on_help),
+        ("pause", volunteer.on_pause),
+        ("resume", volunteer.on_pause),
+        ("forget", volunteer.on_forget),
+        ("leaderboard", volunteer.on_leaderboard),
+        ("me", volunteer.on_profile),
+    ]
+    for name, callback in commands:
+        app.add_handler(CommandHandler(name, callback, filters=filters.ChatType.PRIVATE))
+    app.add_handler(CallbackQueryHandler(volunteer.on_press))
+    app.add_handler(
+        MessageHandler(
+            filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE, volunteer.on_text
+        )
+    )
+    app.add_error_handler(volunteer.on_error)
+    return app
+
+
+def bot_services(services: Services, spec: ProposerSpec, *, digest_seconds: float) -> BotServices:
+    """The handlers' services from the application's."""
+    return BotServices(
+        sessionmaker=services.sessionmaker,
+        store=services.store,
+        crowd=Crowd(services.store),
+        refiner=Refiner(spec),
+        digest_seconds=digest_seconds,
+    )
+
+
+async def send_digests(app: BotApplication) -> int:
+    """Tell volunteers what their retired answers earned, in one batched message each."""
+    services: BotServices = app.bot_data["services"]
+    sent = 0
+    async with services.sessionmaker() as session:
+        digests = await scoring.pending_digests(session)
+        for digest in digests:
+            text = texts.DIGEST.format(
+                answers=digest.answers, matched=digest.matched, points=digest.points
+            )
+            if digest.new_badges:
+                text += "\n" + texts.DIGEST_BADGES.format(badges=", ".join(digest.new_badges))
+            try:
+                await app.bot.send_message(digest.telegram_user_id, text)
+            except Exception:  # a blocked bot or a deleted chat: try again next time
+                logger.warning("digest for volunteer %s not delivered", digest.volunteer_id)
+                continue
+            await scoring.mark_notified(session, volunteer_id=digest.volunteer_id)
+            await session.commit()
+            sent += 1
+    return sent
+
+
+async def _digest_loop(app: BotApplication, stopping: asyncio.Event, seconds: float) -> None:
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=seconds)
+        if stopping.is_set():
+            break
+        try:
+            await send_digests(app)
+        except Exception:
+            logger.exception("digest round failed")
+
+
+async def run_bot(
+    options: BotOptions,
+    services: BotServices,
+    *,
+    webhook: Any = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``): polling, or the given webhook server."""
+    app = build_application(options, services)
+    intake = Intake(
+        app,
+        services.sessionmaker,
+        gate=FloodGate(options.flood_rate, options.flood_burst),
+        poll_timeout=options.poll_timeout,
+    )
+    stopping = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopping.set)
+    async with app:
+        await app.start()
+        await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])
+        workers = [
+            asyncio.create_task(intake.process()),
+            asyncio.create_task(_digest_loop(app, stopping, options.digest_seconds)),
+        ]
+        if webhook is None:
+            await app.bot.delete_webhook()
+            workers.append(asyncio.create_task(intake.poll()))
+        else:
+            await webhook.start(intake)
+        logger.info("bot running (%s)", "webhook" if webhook else "long polling")
+        await stopping.wait()
+        intake.stopping.set()
+        intake.wake.set()
+        for task in workers:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await intake.finish()
+        if webhook is not None:
+            await webhook.stop()
+        await app.stop()
+    logger.info("bot stopped")

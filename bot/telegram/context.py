@@ -1,0 +1,48 @@
+"""What every handler reaches through ``context.services``: one object built at the entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.campaign.crowd import Crowd
+from bot.campaign.refine import Refiner
+from bot.store.files import FileStore
+
+
+@dataclass
+class BotServices:
+    """Sessions, files, the live crowd model, the refiner and the photo cache.
+
+    ``photos`` maps a rendered image's content key to the Telegram ``file_id`` it got, so a crop
+    shown before is re-sent without uploading it again.
+    """
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: FileStore
+    crowd: Crowd
+    refiner: Refiner
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
+    photos: dict[str, str] = field(default_factory=dict)
+    digest_seconds: float = 3600.0
+
+
+class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+    """The handlers' context: PTB's, plus ``services``."""
+
+    @property
+    def services(self) -> BotServices:
+        """The services the entry point put into ``bot_data``."""
+        services = self.bot_data["services"]
+        assert isinstance(services, BotServices)
+        return services
+
+
+BotApplication = Application[
+    ExtBot[None], BotContext, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any
+]

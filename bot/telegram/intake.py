@@ -1,0 +1,166 @@
+"""Durable update intake: nothing a volunteer pressed is lost, nothing is processed twice.
+
+python-telegram-bot's stock polling confirms updates to Telegram before its handlers run, so a
+crash loses them. Here the poller stores each batch in the inbox (``bot.campaign.inbox``) and only
+then asks for the next one, which is what confirms the batch to Telegram. A processor runs the
+stored updates through the application, one at a time per volunteer and many volunteers at once,
+and marks each done. Flood control runs before anything touches the database: a user over the
+limit gets "slow down" and the press is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import Update
+from telegram.error import NetworkError, RetryAfter, TelegramError, TimedOut
+
+from bot.campaign import inbox
+from bot.campaign.flood import FloodGate, user_of
+from bot.telegram import texts
+from bot.telegram.context import BotApplication
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "callback_query"]
+
+
+class Intake:
+    """The poller and the processor of one bot process."""
+
+    def __init__(
+        self,
+        app: BotApplication,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        gate: FloodGate | None = None,
+        poll_timeout: int = 10,
+        concurrency: int = 32,
+    ) -> None:
+        self.app = app
+        self.sessionmaker = sessionmaker
+        self.gate = gate or FloodGate()
+        self.poll_timeout = poll_timeout
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[int] = set()
+        self._users: dict[int, asyncio.Task[None]] = {}
+        self.processed = 0
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    async def admit(self, payloads: list[dict[str, Any]]) -> int:
+        """Flood-check and store a batch (polling or webhook); returns how many were stored."""
+        kept = []
+        for payload in payloads:
+            user = user_of(payload)
+            if user is not None and not self.gate.allow(user):
+                await self._slow_down(payload)
+                continue
+            kept.append(payload)
+        async with self.sessionmaker() as session:
+            stored = await inbox.store_updates(session, kept)
+        if kept:
+            self.wake.set()
+        return stored
+
+    async def _slow_down(self, payload: dict[str, Any]) -> None:
+        query = payload.get("callback_query")
+        if isinstance(query, dict) and "id" in query:
+            with contextlib.suppress(TelegramError):
+                await self.app.bot.answer_callback_query(str(query["id"]), texts.SLOW_DOWN)
+
+    async def poll(self) -> None:
+        """Long-poll Telegram until ``stopping``; each batch is stored before it is confirmed."""
+        offset: int | None = None
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                updates = await self.app.bot.get_updates(
+                    offset=offset,
+                    timeout=self.poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES,
+                    read_timeout=self.poll_timeout + 5,
+                )
+            except RetryAfter as error:
+                await asyncio.sleep(_seconds(error.retry_after))
+                continue
+            except (NetworkError, TimedOut) as error:
+                logger.warning("getUpdates failed (%s); retrying in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 0.5
+            if not updates:
+                continue
+            await self.admit([update.to_dict() for update in updates])
+            offset = updates[-1].update_id + 1  # confirmed by the next call, after the commit
+
+    # -- processing -----------------------------------------------------------------------------
+
+    async def process(self) -> None:
+        """Run stored updates through the handlers until ``stopping`` (and on start: backlog)."""
+        while not self.stopping.is_set():
+            self.wake.clear()
+            await self.drain_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+        await self.finish()
+
+    async def drain_once(self) -> int:
+        """Dispatch every stored, unprocessed update not already in flight; returns how many."""
+        async with self.sessionmaker() as session:
+            rows = await inbox.pending(session, limit=500)
+        by_user: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        for row in rows:
+            if row.update_id in self._in_flight:
+                continue
+            self._in_flight.add(row.update_id)
+            user = user_of(row.payload) or 0
+            by_user.setdefault(user, []).append((row.update_id, row.payload))
+        for user, batch in by_user.items():
+            previous = self._users.get(user)
+            self._users[user] = asyncio.create_task(self._run_user(previous, batch))
+        return sum(len(b) for b in by_user.values())
+
+    async def _run_user(
+        self, previous: asyncio.Task[None] | None, batch: list[tuple[int, dict[str, Any]]]
+    ) -> None:
+        if previous is not None:  # one volunteer's updates stay in order
+            with contextlib.suppress(Exception):
+                await previous
+        for update_id, payload in batch:
+            async with self._slots:
+                await self._run_one(update_id, payload)
+
+    async def _run_one(self, update_id: int, payload: dict[str, Any]) -> None:
+        error: str | None = None
+        try:
+            update = Update.de_json(payload, self.app.bot)
+            await self.app.process_update(update)
+        except Exception as exc:  # a handler that escaped the error handler: retried later
+            logger.exception("update %s failed", update_id)
+            error = repr(exc)
+        try:
+            async with self.sessionmaker() as session:
+                await inbox.mark(session, update_id=update_id, error=error)
+        finally:
+            self._in_flight.discard(update_id)
+        self.processed += 1
+
+    async def finish(self) -> None:
+        """Wait for the updates in flight."""
+        tasks = [t for t in self._users.values() if not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _seconds(value: object) -> float:
+    total = getattr(value, "total_seconds", None)
+    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
