@@ -91,7 +91,7 @@ def points_for(
     if seconds_taken is not None and seconds_taken < floor_seconds:
         return 0
     raw = INFO_VALUE[verdict] * (1.0 + difficulty) * agreement * POINTS_SCALE
-    return math.floor(raw + 0.5)
+    return math.floor(raw + 0.5 + 1e-9)  # half up, so 3 * 0.95 * 10 = 28.4999... pays 29
 
 
 def level_for(points: int) -> int:
