@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -82,7 +82,7 @@ async def pending_digests(session: AsyncSession) -> list[Digest]:
         volunteer = by_id[vid]
         assert volunteer.id is not None
         now_earned = earned_badges(now_stats[vid])
-        known = earned_badges(replace(known_stats[vid], streak_days=0))
+        known = earned_badges(known_stats[vid])
         digests.append(
             Digest(
                 volunteer_id=volunteer.id,

@@ -380,6 +380,8 @@ async def credit_answers(
         .execution_options(populate_existing=True)
     )
     answers = list(result.all())
+    if not answers:
+        return []
     points = [
         points_for(
             verdict=answer.verdict,
@@ -397,8 +399,6 @@ async def credit_answers(
         answer.credited_at = now
         gained[answer.volunteer_id] = gained.get(answer.volunteer_id, 0) + earned
         session.add(answer)
-    if not answers:
-        return []
     volunteers = await session.exec(
         select(Volunteer)
         .where(col(Volunteer.id).in_(sorted(gained)))
