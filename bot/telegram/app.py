@@ -25,7 +25,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.campaign import scoring
+from bot.campaign import leaderboard
 from bot.campaign.crowd import Crowd
 from bot.campaign.flood import FloodGate
 from bot.campaign.refine import Refiner
@@ -114,7 +114,7 @@ async def send_digests(app: BotApplication) -> int:
     services: BotServices = app.bot_data["services"]
     sent = 0
     async with services.sessionmaker() as session:
-        digests = await scoring.pending_digests(session)
+        digests = await leaderboard.pending_digests(session)
         for digest in digests:
             text = texts.DIGEST.format(
                 answers=digest.answers, matched=digest.matched, points=digest.points
@@ -126,7 +126,9 @@ async def send_digests(app: BotApplication) -> int:
             except Exception:  # a blocked bot or a deleted chat: try again next time
                 logger.warning("digest for volunteer %s not delivered", digest.volunteer_id)
                 continue
-            await scoring.mark_notified(session, volunteer_id=digest.volunteer_id)
+            await leaderboard.mark_notified(
+                session, volunteer_id=digest.volunteer_id, answer_ids=digest.answer_ids
+            )
             await session.commit()
             sent += 1
     return sent

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InputFile, InputMediaPhoto, Message, Update
 from telegram.error import BadRequest
 
-from bot.campaign import cards, render, routing, scoring, tasks
+from bot.campaign import cards, leaderboard, render, routing, tasks
 from bot.campaign import volunteers as people
 from bot.campaign.answers import Submitted, submit
 from bot.campaign.errors import InvalidInput, MedCrowdError, NoConsent, NoWork, StaleTask
@@ -248,8 +250,12 @@ async def on_leaderboard(update: Update, context: BotContext) -> None:
     lines = []
     async with context.services.sessionmaker() as session:
         volunteer = await _me(session, update)
-        for period, name in (("week", texts.WEEK), ("all", texts.ALL_TIME)):
-            board = await scoring.leaderboard(
+        periods: tuple[tuple[Literal["week", "all"], str], ...] = (
+            ("week", texts.WEEK),
+            ("all", texts.ALL_TIME),
+        )
+        for period, name in periods:
+            board = await leaderboard.leaderboard(
                 session, period=period, volunteer_id=volunteer.id, now=utcnow()
             )
             lines.append(texts.LEADERBOARD_HEAD.format(period=name))
@@ -257,9 +263,9 @@ async def on_leaderboard(update: Update, context: BotContext) -> None:
                 lines.append(texts.LEADERBOARD_EMPTY.format(period=name))
             for row in board.rows:
                 lines.append(f"{row.rank}. {row.name}: {row.points}")
-            if board.own_rank is not None:
+            if board.you is not None:
                 lines.append(
-                    texts.LEADERBOARD_YOU.format(rank=board.own_rank, points=board.own_points)
+                    texts.LEADERBOARD_YOU.format(rank=board.you.rank, points=board.you.points)
                 )
             else:
                 lines.append(texts.LEADERBOARD_YOU_NONE)
@@ -274,9 +280,21 @@ async def on_profile(update: Update, context: BotContext) -> None:
     async with context.services.sessionmaker() as session:
         volunteer = await _me(session, update)
         assert volunteer.id is not None
-        profile = await scoring.profile(session, volunteer_id=volunteer.id)
+        profile = await leaderboard.profile(session, volunteer_id=volunteer.id)
         await session.commit()
-    png = await asyncio.to_thread(render.profile_card_for, profile)
+    png = await asyncio.to_thread(
+        functools.partial(
+            cards.profile_card,
+            nickname=profile.nickname,
+            points=profile.points,
+            level=profile.level,
+            streak_days=profile.streak_days,
+            accuracy=profile.gold_accuracy,
+            rank=profile.rank,
+            badges=profile.badges,
+            answers=profile.answers,
+        )
+    )
     await context.bot.send_photo(update.effective_chat.id, InputFile(png, filename="me.png"))
 
 
