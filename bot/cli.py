@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from alembic.util.exc import CommandError
 from pydantic import ValidationError
@@ -31,6 +32,8 @@ from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim import demo
 from bot.sim.phantom import STYLES, write_phantoms
+from bot.telegram.app import BotOptions, bot_services, run_bot
+from bot.web.webhook import WebhookServer
 from fusion.bench import as_dicts, online_latency, run_methods, summarise
 from fusion.simulate import Scenario, simulate
 
@@ -127,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     fb.add_argument(
         "--methods",
         help="comma-separated subset (default: ours, the baselines and every installed peer)",
+    )
+
+    sub.add_parser(
+        "run",
+        help="run the Telegram bot (long polling, or a webhook when MEDCROWD_WEBHOOK_URL is set)",
+        description=(
+            "Run the volunteer bot. Needs MEDCROWD_BOT_TOKEN; MEDCROWD_TELEGRAM_BASE_URL points it "
+            "at a local Bot API emulator or server. Applies pending migrations first."
+        ),
     )
 
     dm = sub.add_parser(
@@ -226,9 +238,51 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "bench":
         return _bench_fusion(args)
+    if args.command == "run":
+        asyncio.run(_run(settings))
+        return 0
     if args.command == "demo":
         return asyncio.run(demo.run_demo(settings, n=args.n, seed=args.seed))
     raise AssertionError(f"unhandled command {args.command}")
+
+
+async def _run(settings: Settings) -> None:
+    if settings.bot_token is None:
+        raise ValueError("set MEDCROWD_BOT_TOKEN to the token @BotFather gave you")
+    migrate.upgrade(settings.resolved_database_url)
+    services = Services.from_settings(settings)
+    options = BotOptions(
+        token=settings.bot_token.get_secret_value(),
+        base_url=settings.telegram_base_url,
+        base_file_url=settings.telegram_file_url,
+        rate_limit=settings.telegram_rate_limit,
+        digest_seconds=settings.digest_seconds,
+        flood_rate=settings.flood_rate,
+        flood_burst=settings.flood_burst,
+    )
+    handlers = bot_services(services, spec_from(settings), digest_seconds=settings.digest_seconds)
+    webhook = secret = None
+    if settings.webhook_url:
+        if settings.webhook_secret is None:
+            raise ValueError("webhook mode needs MEDCROWD_WEBHOOK_SECRET")
+        secret = settings.webhook_secret.get_secret_value()
+        host, _, port = settings.webhook_listen.rpartition(":")
+        webhook = WebhookServer(
+            secret=secret,
+            host=host or "127.0.0.1",
+            port=int(port),
+            path=urlsplit(settings.webhook_url).path or "/telegram",
+        )
+    try:
+        await run_bot(
+            options,
+            handlers,
+            webhook=webhook,
+            webhook_url=settings.webhook_url,
+            webhook_secret=secret,
+        )
+    finally:
+        await services.close()
 
 
 async def _ingest(args: argparse.Namespace, settings: Settings) -> IngestReport:

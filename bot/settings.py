@@ -28,6 +28,26 @@ class Settings(BaseSettings):
     telegram_base_url: str = Field(
         "https://api.telegram.org/bot", description="Bot API base URL (tests use the emulator)."
     )
+    telegram_file_url: str | None = Field(
+        None, description="Bot API file URL; default derived from the base URL (/bot -> /file/bot)."
+    )
+    telegram_rate_limit: bool = Field(
+        True, description="Throttle outgoing calls to Telegram's limits and retry after 429."
+    )
+    webhook_url: str | None = Field(
+        None, description="Public HTTPS URL for webhook mode; long polling when unset."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Webhook secret token (1-256 of A-Z a-z 0-9 _ -); required with a URL."
+    )
+    webhook_listen: str = Field(
+        "127.0.0.1:8080", description="host:port the webhook server listens on."
+    )
+    digest_seconds: float = Field(
+        3600.0, gt=0, description="How often volunteers get their delayed-credit digest."
+    )
+    flood_rate: float = Field(3.0, gt=0, description="Updates per second allowed per user.")
+    flood_burst: float = Field(8.0, ge=1, description="Burst of updates allowed per user.")
     medsam_checkpoint: Path | None = Field(
         None, description="MedSAM ViT-B checkpoint; without one the fallback proposer is used."
     )

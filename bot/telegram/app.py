@@ -33,7 +33,7 @@ from bot.campaign.services import Services
 from bot.jobs.proposals import ProposerSpec
 from bot.telegram import texts, volunteer
 from bot.telegram.context import BotApplication, BotContext, BotServices
-from bot.telegram.intake import Intake
+from bot.telegram.intake import ALLOWED_UPDATES, Intake
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +151,15 @@ async def run_bot(
     services: BotServices,
     *,
     webhook: Any = None,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop``): polling, or the given webhook server."""
+    """Run until SIGINT/SIGTERM (or ``stop``): polling, or the given webhook server.
+
+    In webhook mode the server starts first, then the webhook is registered with Telegram at
+    ``webhook_url`` with ``webhook_secret``.
+    """
     app = build_application(options, services)
     intake = Intake(
         app,
@@ -178,6 +184,11 @@ async def run_bot(
             workers.append(asyncio.create_task(intake.poll()))
         else:
             await webhook.start(intake)
+            if webhook_url is None:
+                raise ValueError("webhook mode needs the public webhook URL")
+            await app.bot.set_webhook(
+                webhook_url, secret_token=webhook_secret, allowed_updates=ALLOWED_UPDATES
+            )
         logger.info("bot running (%s)", "webhook" if webhook else "long polling")
         await stopping.wait()
         intake.stopping.set()
