@@ -1,0 +1,287 @@
+"""The volunteer loop's use cases on a real (rolled-back) database: routing, answers, forget."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign import cards, inbox, routing, tasks
+from bot.campaign import volunteers as people
+from bot.campaign.answers import submit
+from bot.campaign.crowd import Crowd
+from bot.campaign.errors import InvalidInput, NoConsent, NoWork, StaleTask
+from bot.campaign.proposals import run_proposals
+from bot.campaign.refine import Refiner
+from bot.db.models import (
+    Answer,
+    Assignment,
+    Campaign,
+    Consensus,
+    GoldScore,
+    InboxUpdate,
+    Task,
+    TaskKind,
+    TaskStatus,
+    Verdict,
+    Volunteer,
+)
+from bot.jobs.proposals import LocalRunner, ProposerSpec
+from bot.store.files import FileStore
+from tests.helpers.campaigns import phantom_campaign
+
+
+@pytest.fixture
+async def campaign(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, tmp_path: Path
+) -> Campaign:
+    campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=8)
+    await run_proposals(sessionmaker, store, campaign, ProposerSpec(), LocalRunner(workers=0))
+    async with sessionmaker() as session:
+        row = await session.get_one(Campaign, campaign.id)
+        row.min_answers, row.max_answers, row.tutorial_tasks = 2, 3, 1
+        row.retire_confidence = 0.6
+        session.add(row)
+        await session.commit()
+        return row
+
+
+async def _volunteer(session: AsyncSession, user: int, consent: bool = True) -> Volunteer:
+    volunteer = await people.volunteer_for(session, telegram_user_id=user)
+    if consent:
+        await people.give_consent(session, volunteer=volunteer)
+    await session.commit()
+    return volunteer
+
+
+async def test_nothing_is_served_before_consent_and_a_lease_is_handed_back(
+    sessionmaker: async_sessionmaker[AsyncSession], campaign: Campaign
+) -> None:
+    rng = np.random.default_rng(0)
+    async with sessionmaker() as session:
+        stranger = await _volunteer(session, 11, consent=False)
+        with pytest.raises(NoConsent):
+            await routing.next_assignment(session, volunteer=stranger, rng=rng)
+        volunteer = await _volunteer(session, 12)
+        first = await routing.next_assignment(
+            session, volunteer=volunteer, rng=rng, augment=cards.random_augment
+        )
+        await session.commit()
+        task = await session.get_one(Task, first.task_id)
+        assert task.kind != TaskKind.REAL  # the tutorial comes first
+        assert first.augment is not None  # gold is shown augmented
+        again = await routing.next_assignment(session, volunteer=volunteer, rng=rng)
+        assert again.id == first.id  # a held lease is handed back, not a new crop
+
+
+async def test_answers_are_stored_once_and_crops_retire_with_credit(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, campaign: Campaign
+) -> None:
+    crowd = Crowd(store)
+    rng = np.random.default_rng(1)
+    now = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
+    served: dict[int, list[int]] = {}
+    async with sessionmaker() as session:
+        for user in range(1, 6):
+            volunteer = await _volunteer(session, 100 + user)
+            for step in range(12):
+                try:
+                    assignment = await routing.next_assignment(
+                        session, volunteer=volunteer, rng=rng, now=now
+                    )
+                except NoWork:
+                    break
+                assert assignment.task_id not in served.get(user, [])
+                served.setdefault(user, []).append(assignment.task_id)
+                later = now + dt.timedelta(seconds=5 + step)
+                result = await submit(
+                    session,
+                    crowd=crowd,
+                    store=store,
+                    volunteer=volunteer,
+                    assignment=assignment,
+                    verdict=Verdict.ACCEPT,
+                    now=later,
+                )
+                assert not result.duplicate
+                again = await submit(
+                    session,
+                    crowd=crowd,
+                    store=store,
+                    volunteer=volunteer,
+                    assignment=assignment,
+                    verdict=Verdict.REJECT,
+                    now=later,
+                )
+                assert again.duplicate  # a double press stores nothing twice
+                assert again.answer.verdict is Verdict.ACCEPT
+        answers = (await session.exec(select(Answer))).all()
+        pairs = [(a.task_id, a.volunteer_id) for a in answers]
+        assert len(pairs) == len(set(pairs))
+        retired = (await session.exec(select(Task).where(Task.status != TaskStatus.OPEN))).all()
+        assert retired, "accepting volunteers should retire some crops"
+        for task in retired:
+            consensus = (
+                await session.exec(select(Consensus).where(Consensus.task_id == task.id))
+            ).one()
+            assert store.exists(consensus.mask_key)
+            credited = (
+                await session.exec(
+                    select(Answer).where(
+                        Answer.task_id == task.id, col(Answer.credited_at).is_not(None)
+                    )
+                )
+            ).all()
+            assert credited
+            assert all(a.agreement is not None for a in credited)
+        gold = (await session.exec(select(func.count()).select_from(GoldScore))).one()
+        assert gold >= 5  # everyone did the tutorial crop
+        points = (await session.exec(select(func.sum(Volunteer.points)))).one()
+        assert points and points > 0
+
+
+async def test_stale_buttons_and_adjust_flow(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, campaign: Campaign
+) -> None:
+    crowd = Crowd(store)
+    refiner = Refiner(ProposerSpec())
+    rng = np.random.default_rng(2)
+    async with sessionmaker() as session:
+        volunteer = await _volunteer(session, 7)
+        other = await _volunteer(session, 8)
+        assignment = await routing.next_assignment(session, volunteer=volunteer, rng=rng)
+        with pytest.raises(StaleTask):  # someone else's button
+            await submit(
+                session,
+                crowd=crowd,
+                store=store,
+                volunteer=other,
+                assignment=assignment,
+                verdict=Verdict.ACCEPT,
+            )
+        options = await tasks.choices(session, store, assignment)
+        assert {"tighter 0.70", "looser 0.30"} <= {o.name for o in options}
+        assert tasks.final_mask(store, assignment=assignment) is None
+        await tasks.pick(session, store, assignment=assignment, index=len(options) - 1)
+        picked = tasks.final_mask(store, assignment=assignment)
+        assert picked is not None
+        with pytest.raises(InvalidInput):
+            await tasks.refine_cells(session, store, refiner, assignment=assignment)
+        for cell in ("B2", "B3", "C2", "C3", "D4"):
+            await tasks.toggle_cell(session, assignment=assignment, cell=cell)
+        await tasks.toggle_cell(session, assignment=assignment, cell="D4")  # untapped again
+        assert assignment.adjust["cells"] == ["B2", "B3", "C2", "C3"]
+        await tasks.refine_cells(session, store, refiner, assignment=assignment)
+        refined = tasks.final_mask(store, assignment=assignment)
+        assert refined is not None
+        assert assignment.adjust["cells"] == []
+        assert await tasks.undo(session, assignment=assignment)
+        undone = tasks.final_mask(store, assignment=assignment)
+        assert undone is not None
+        np.testing.assert_array_equal(undone, picked)
+        view = await tasks.view(session, store, assignment)
+        assert view.crop.shape[:2] == undone.shape
+        result = await submit(
+            session,
+            crowd=crowd,
+            store=store,
+            volunteer=volunteer,
+            assignment=assignment,
+            verdict=Verdict.ADJUST,
+            mask=undone,
+        )
+        assert result.answer.mask_key is not None
+        with pytest.raises(StaleTask):
+            tasks.check_open(assignment, await tasks.task_of(session, assignment))
+
+
+async def test_gold_answers_score_against_the_expert_in_the_crop_frame(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, campaign: Campaign
+) -> None:
+    crowd = Crowd(store)
+    async with sessionmaker() as session:
+        volunteer = await _volunteer(session, 21)
+        assignment = await routing.next_assignment(
+            session,
+            volunteer=volunteer,
+            rng=np.random.default_rng(3),
+            augment=cards.random_augment,
+        )
+        task = await session.get_one(Task, assignment.task_id)
+        assert task.gold_mask_key is not None
+        from bot.store import codecs
+
+        truth = codecs.decode_mask(store.get(task.gold_mask_key))
+        shown_truth = tasks.shown(assignment, truth)
+        # The volunteer marks exactly what they see; the answer is scored in the crop's frame.
+        back = tasks.unshown(assignment, shown_truth)
+        result = await submit(
+            session,
+            crowd=crowd,
+            store=store,
+            volunteer=volunteer,
+            assignment=assignment,
+            verdict=Verdict.ADJUST,
+            mask=back,
+        )
+        assert result.gold is not None
+        assert result.gold.score > 0.9
+        score = (await session.exec(select(GoldScore))).one()
+        assert score.dice == pytest.approx(result.gold.score)
+
+
+async def test_forget_keeps_answers_anonymous(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, campaign: Campaign
+) -> None:
+    crowd = Crowd(store)
+    async with sessionmaker() as session:
+        volunteer = await _volunteer(session, 31)
+        await people.set_nickname(session, volunteer=volunteer, nickname="Ada L")
+        with pytest.raises(InvalidInput):
+            await people.set_nickname(session, volunteer=volunteer, nickname="x")
+        rival = await _volunteer(session, 32)
+        with pytest.raises(InvalidInput):
+            await people.set_nickname(session, volunteer=rival, nickname="ada l")
+        assignment = await routing.next_assignment(
+            session, volunteer=volunteer, rng=np.random.default_rng(4)
+        )
+        await submit(
+            session,
+            crowd=crowd,
+            store=store,
+            volunteer=volunteer,
+            assignment=assignment,
+            verdict=Verdict.ACCEPT,
+        )
+        held = await routing.next_assignment(
+            session, volunteer=volunteer, rng=np.random.default_rng(5)
+        )
+        await people.forget(session, volunteer=volunteer)
+        await session.commit()
+        row = await session.get_one(Volunteer, volunteer.id)
+        assert row.telegram_user_id < 0
+        assert (row.nickname, row.consent_at, row.forgotten) == (None, None, True)
+        assert (await session.get_one(Assignment, held.id)).closed_at is not None
+        kept = (await session.exec(select(Answer).where(Answer.volunteer_id == row.id))).all()
+        assert len(kept) == 1
+        again = await people.volunteer_for(session, telegram_user_id=31)
+        assert again.id != row.id  # starting again is a new volunteer
+
+
+async def test_inbox_stores_each_update_once(session: AsyncSession) -> None:
+    payloads = [{"update_id": i, "message": {"text": str(i)}} for i in (5, 6, 6, 7)]
+    assert await inbox.store_updates(session, payloads) == 3
+    assert await inbox.store_updates(session, payloads[:2]) == 0
+    rows = await inbox.pending(session)
+    assert [r.update_id for r in rows] == [5, 6, 7]
+    await inbox.mark(session, update_id=6)
+    for _ in range(inbox.MAX_ATTEMPTS):
+        await inbox.mark(session, update_id=7, error="boom")
+    assert [r.update_id for r in await inbox.pending(session)] == [5]
+    parked = (await session.exec(select(InboxUpdate).where(InboxUpdate.update_id == 7))).one()
+    assert parked.error == "boom"
