@@ -142,7 +142,8 @@ async def test_answers_are_stored_once_and_crops_retire_with_credit(
         gold = (await session.exec(select(func.count()).select_from(GoldScore))).one()
         assert gold >= 5  # everyone did the tutorial crop
         points = (await session.exec(select(func.sum(Volunteer.points)))).one()
-        assert points and points > 0
+        assert points is not None
+        assert points > 0
 
 
 async def test_stale_buttons_and_adjust_flow(
