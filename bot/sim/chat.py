@@ -116,7 +116,7 @@ class VirtualUser:
 
     async def send_photo(self, data: bytes, caption: str | None = None) -> int:
         """Send a photo (validated and stored like a bot upload); returns the update_id."""
-        content: Json = {"photo": self.emulator.store_photo(data)}
+        content: Json = {"photo": self.emulator.media.store_photo(data)}
         if caption:
             content["caption"] = caption
         message = self.emulator.store_message(self.id, self.user, content)

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import hmac
 import logging
 import math
-import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -32,18 +30,15 @@ from aiohttp import web
 
 from bot.sim.chat import CallbackAnswer, ChatLog, Event, VirtualUser
 from bot.sim.feed import UpdateFeed, Webhook
+from bot.sim.media import MediaStore, StoredFile
 from bot.sim.methods import BotApiMethods
 from bot.sim.wire import (
-    MAX_PHOTO_BYTES,
-    MAX_PHOTO_RATIO,
-    MAX_PHOTO_SIDES,
     MAX_UPLOAD_BYTES,
     ApiError,
     Json,
     Limits,
     TokenBucket,
     bad_request,
-    image_size,
     read_request,
 )
 
@@ -72,28 +67,6 @@ class Call:
     method: str
     params: Json
     time: float
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """An uploaded file; ``file_unique_id`` depends on the bytes only, as in Telegram."""
-
-    file_id: str
-    file_unique_id: str
-    file_path: str
-    data: bytes
-    width: int
-    height: int
-
-    def photo_size(self) -> Json:
-        """The PhotoSize object for this file."""
-        return {
-            "file_id": self.file_id,
-            "file_unique_id": self.file_unique_id,
-            "width": self.width,
-            "height": self.height,
-            "file_size": len(self.data),
-        }
 
 
 @dataclass(frozen=True)
@@ -141,8 +114,7 @@ class BotApiEmulator:
         self._chats: dict[int, Json] = {}
         self._messages: dict[int, dict[int, Json]] = defaultdict(dict)
         self._last_message_id: dict[int, int] = defaultdict(int)
-        self._files: dict[str, StoredFile] = {}
-        self._paths: dict[str, str] = {}
+        self.media = MediaStore()
         self._logs: dict[int, ChatLog] = defaultdict(ChatLog)
         self._open_queries: dict[str, tuple[int, int]] = {}
         self._answers: dict[int, list[CallbackAnswer]] = defaultdict(list)
@@ -226,10 +198,10 @@ class BotApiEmulator:
     async def _handle_file(self, request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.match_info["token"].encode(), self.token.encode()):
             return ApiError(401, "Unauthorized").response()
-        file_id = self._paths.get(request.match_info["path"])
-        if file_id is None:
+        stored = self.media.by_path(request.match_info["path"])
+        if stored is None:
             return ApiError(404, "Not Found").response()
-        return web.Response(body=self._files[file_id].data, content_type="application/octet-stream")
+        return web.Response(body=stored.data, content_type="application/octet-stream")
 
     # ------------------------------------------------------------------ faults and limits
     def fail_next(
@@ -384,54 +356,6 @@ class BotApiEmulator:
         return list(self._answers[user_id])
 
     # ------------------------------------------------------------------ files
-    def store_photo(self, data: bytes) -> list[Json]:
-        """Validate a photo like Telegram, store it and return its PhotoSize list."""
-        if not data:
-            raise bad_request("file must be non-empty")
-        if len(data) > MAX_PHOTO_BYTES:
-            raise bad_request("PHOTO_SAVE_FILE_INVALID")
-        size = image_size(data)
-        if size is None:
-            raise bad_request("IMAGE_PROCESS_FAILED")
-        width, height = size
-        if width + height > MAX_PHOTO_SIDES or max(width, height) > MAX_PHOTO_RATIO * min(
-            width, height
-        ):
-            raise bad_request("PHOTO_INVALID_DIMENSIONS")
-        number = len(self._files) + 1
-        suffix = "png" if data[:4] == b"\x89PNG" else "jpg"
-        stored = StoredFile(
-            file_id=f"AgACAgIAAx{number:08d}",
-            file_unique_id="AQAD" + hashlib.sha256(data).hexdigest()[:16],
-            file_path=f"photos/file_{number}.{suffix}",
-            data=data,
-            width=width,
-            height=height,
-        )
-        self._files[stored.file_id] = stored
-        self._paths[stored.file_path] = stored.file_id
-        return [stored.photo_size()]
-
-    def stored_file(self, file_id: str) -> StoredFile:
-        """A stored file; Telegram's 400 for an unknown file_id."""
-        stored = self._files.get(file_id)
-        if stored is None:
-            raise bad_request("wrong file identifier/HTTP URL specified")
-        return stored
-
     def file_bytes(self, file_id: str) -> bytes:
         """The bytes behind a file_id."""
-        return self.stored_file(file_id).data
-
-    def photo_from(self, ref: Any, files: dict[str, bytes]) -> list[Json]:
-        """PhotoSizes for a photo parameter: an upload, ``attach://name`` or a known file_id."""
-        if isinstance(ref, str) and ref.startswith("attach://"):
-            name = ref.removeprefix("attach://")
-            if name not in files:
-                raise bad_request(f"file {name!r} for attach:// was not uploaded")
-            return self.store_photo(files[name])
-        if isinstance(ref, str) and ref:
-            if re.match(r"https?://", ref):
-                raise bad_request("wrong file identifier/HTTP URL specified")
-            return [self.stored_file(ref).photo_size()]
-        raise bad_request("there is no photo in the request")
+        return self.media.get(file_id).data

@@ -144,7 +144,7 @@ class BotApiMethods:
         content: Json = {}
         _set(content, "caption", check_caption(_text(p, "caption", p.get("parse_mode"))))
         _set(content, "reply_markup", check_markup(p.get("reply_markup")))
-        content["photo"] = self.emu.photo_from(
+        content["photo"] = self.emu.media.photo_from(
             "attach://photo" if "photo" in f else p.get("photo"), f
         )
         message = self._send(chat_id, content, p)
@@ -161,7 +161,7 @@ class BotApiMethods:
         if any(item.get("type") != "photo" for item in media):
             raise bad_request("the emulator supports photo albums only")
         captions = [check_caption(_text(item, "caption", item.get("parse_mode"))) for item in media]
-        photos = [self.emu.photo_from(item.get("media"), f) for item in media]
+        photos = [self.emu.media.photo_from(item.get("media"), f) for item in media]
         self._albums += 1
         group_id = str(13_000_000_000_000_000 + self._albums)
         messages = []
@@ -264,7 +264,7 @@ class BotApiMethods:
             raise bad_request("there is no media in the message to edit")
         caption = check_caption(_text(media, "caption", media.get("parse_mode")))
         markup = check_markup(p.get("reply_markup"))
-        photo = self.emu.photo_from(media.get("media"), f)
+        photo = self.emu.media.photo_from(media.get("media"), f)
         if photo[-1]["file_unique_id"] == message["photo"][-1]["file_unique_id"]:
             photo = message["photo"]  # the same file: only caption or markup may change
         self._edit(message, photo=photo, caption=caption, reply_markup=markup)
@@ -316,7 +316,7 @@ class BotApiMethods:
         return True
 
     async def _get_file(self, p: Json, _f: dict[str, bytes]) -> Json:
-        stored = self.emu.stored_file(str(p.get("file_id") or ""))
+        stored = self.emu.media.get(str(p.get("file_id") or ""))
         if len(stored.data) > MAX_DOWNLOAD_BYTES:
             raise bad_request("file is too big")
         return {
