@@ -38,6 +38,8 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    MessageHandler,
+    filters,
 )
 
 from bot.sim.emulator import BotApiEmulator, Limits
@@ -233,6 +235,12 @@ async def test_emulator_rejects_what_telegram_rejects() -> None:
         assert message.photo[-1].file_size == len(big) > 2_000_000
         assert (message.photo[-1].width, message.photo[-1].height) == (900, 900)
         assert emu.file_bytes(message.photo[-1].file_id) == big
+        with pytest.raises(BadRequest, match=r"(?i)photo_save_file_invalid"):
+            await bot.send_photo(ANN, crop(1) + bytes(10_000_000))  # over 10 MB
+        jpeg = io.BytesIO()
+        Image.new("RGB", (120, 30)).save(jpeg, format="JPEG")
+        sent = await bot.send_photo(ANN, jpeg.getvalue())
+        assert (sent.photo[-1].width, sent.photo[-1].height) == (120, 30)
         assert message.date.year >= 2024
         assert message.from_user is not None
         assert message.from_user.is_bot
@@ -254,6 +262,10 @@ async def test_emulator_edits_report_not_modified(emu: BotApiEmulator) -> None:
         same = InputMediaPhoto(sent.photo[-1].file_id, caption="c")
         with pytest.raises(BadRequest, match=r"(?i)not modified"):
             await bot.edit_message_media(same, ANN, sent.message_id, reply_markup=keyboard(1))
+        with pytest.raises(BadRequest, match=r"(?i)not modified"):
+            await bot.edit_message_reply_markup(ANN, sent.message_id, reply_markup=keyboard(1))
+        await bot.edit_message_reply_markup(ANN, sent.message_id, reply_markup=keyboard(2))
+        assert emu.user(ANN).buttons()[0] == ("✅ Accept", "v:2:a")
         await bot.edit_message_caption(ANN, sent.message_id, caption="d")
         assert emu.user(ANN).message["caption"] == "d"
         assert "reply_markup" not in emu.user(ANN).message  # an edit without markup drops it
@@ -281,6 +293,22 @@ async def test_emulator_get_file_and_download(emu: BotApiEmulator) -> None:
         assert bytes(await file.download_as_bytearray()) == crop(3)
         with pytest.raises(BadRequest, match=r"(?i)wrong file identifier"):
             await bot.get_file("nope")
+
+
+async def test_emulator_bot_downloads_a_users_photo(emu: BotApiEmulator) -> None:
+    async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_message is not None
+        file = await update.effective_message.photo[-1].get_file()
+        data = await file.download_as_bytearray()
+        await update.effective_message.reply_text(f"got {len(data)} bytes")
+
+    app = build(emu)
+    app.add_handler(MessageHandler(filters.PHOTO, on_photo))
+    async with polling(app):
+        bob = emu.user(ANN + 1, "Bob")
+        await bob.send_photo(crop(7), caption="my crop")
+        reply = await bob.next_event("sendMessage")
+        assert reply.params["text"] == f"got {len(crop(7))} bytes"
 
 
 async def test_emulator_send_media_group() -> None:
