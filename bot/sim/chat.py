@@ -170,6 +170,9 @@ class VirtualUser:
     async def next_event(self, *methods: str, timeout: float = 5.0) -> Event:  # noqa: ASYNC109
         """The bot's next call in this chat (of one of ``methods``, skipping others).
 
+        Chat-bound calls (sends, edits, deletes, chat actions) and the bot's answers to this
+        user's button presses (answerCallbackQuery) appear here, in the order they arrived.
+
         Raises:
             TimeoutError: nothing matching within ``timeout`` seconds; names what was skipped.
         """
