@@ -7,7 +7,7 @@ state lives on the assignment (``Assignment.adjust``), so it survives a restart:
 * ``mask``: store key of the working mask (None: still the proposal);
 * ``history``: earlier working masks, for Undo;
 * ``cells``: grid cells selected for tap-to-refine;
-* ``mode``: ``menu``, ``choices`` or ``grid`` (what the keyboard shows).
+* ``mode``: ``verdict``, ``menu``, ``choices`` or ``grid`` (what the keyboard shows).
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class TaskView:
     def token(self) -> str:
         """The opaque token the buttons carry."""
         return self.assignment.token
+
+
+def option_label(index: int, name: str) -> str:
+    """A one-tap option's button label (numbered, so labels are unique)."""
+    return f"{index + 1}. {name}"
 
 
 def augment_of(assignment: Assignment) -> cards.Augment | None:
@@ -163,8 +168,8 @@ def _set_working(
 
 
 async def set_mode(session: AsyncSession, *, assignment: Assignment, mode: str) -> None:
-    """Switch what the Adjust keyboard shows (``menu``, ``choices``, ``grid``)."""
-    if mode not in ("menu", "choices", "grid"):
+    """Switch what the keyboard shows (``verdict``, ``menu``, ``choices``, ``grid``)."""
+    if mode not in ("verdict", "menu", "choices", "grid"):
         raise InvalidInput(f"unknown adjust mode {mode!r}")
     assignment.adjust = {**assignment.adjust, "mode": mode}
     session.add(assignment)

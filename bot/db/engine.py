@@ -43,7 +43,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE: take the write lock up front (waiting up to busy_timeout). A deferred
+    # transaction that reads and then writes can fail at once with "database is locked" when
+    # another writer got in between; concurrent bot handlers hit that constantly.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:

@@ -11,6 +11,7 @@ limit gets "slow down" and the press is dropped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import Any
@@ -28,6 +29,7 @@ from bot.telegram.context import BotApplication
 logger = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query"]
+DONE_MEMORY = 10_000
 
 
 class Intake:
@@ -50,6 +52,9 @@ class Intake:
         self.stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[int] = set()
+        # Done here but maybe still pending in a snapshot a concurrent drain already read.
+        self._done: set[int] = set()
+        self._done_order: collections.deque[int] = collections.deque()
         self._users: dict[int, asyncio.Task[None]] = {}
         self.processed = 0
 
@@ -119,7 +124,7 @@ class Intake:
             rows = await inbox.pending(session, limit=500)
         by_user: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         for row in rows:
-            if row.update_id in self._in_flight:
+            if row.update_id in self._in_flight or row.update_id in self._done:
                 continue
             self._in_flight.add(row.update_id)
             user = user_of(row.payload) or 0
@@ -150,6 +155,11 @@ class Intake:
         try:
             async with self.sessionmaker() as session:
                 await inbox.mark(session, update_id=update_id, error=error)
+            if error is None:
+                self._done.add(update_id)
+                self._done_order.append(update_id)
+                if len(self._done_order) > DONE_MEMORY:
+                    self._done.discard(self._done_order.popleft())
         finally:
             self._in_flight.discard(update_id)
         self.processed += 1

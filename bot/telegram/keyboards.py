@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.campaign.tasks import option_label
 from bot.telegram import texts
 
 MAX_CALLBACK_BYTES = 64
@@ -118,7 +119,9 @@ def adjust_menu(token: str, *, changed: bool) -> InlineKeyboardMarkup:
 
 def choices(token: str, names: list[str]) -> InlineKeyboardMarkup:
     """One button per one-tap option, two per row, then Back."""
-    buttons = [_button(name, Action.PICK, token, str(i)) for i, name in enumerate(names)]
+    buttons = [
+        _button(option_label(i, name), Action.PICK, token, str(i)) for i, name in enumerate(names)
+    ]
     rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
     rows.append([_button(texts.BACK, Action.BACK, token)])
     return InlineKeyboardMarkup(rows)

@@ -35,12 +35,16 @@ AWAITING_NICKNAME = "awaiting_nickname"
 # -- showing a crop -----------------------------------------------------------------------------
 
 
-async def _media(services: BotServices, key: str, draw: Callable[[], bytes]) -> str | InputFile:
-    """A file_id for an image shown before, else the freshly rendered PNG."""
+async def _media(services: BotServices, key: str, draw: Callable[[], bytes]) -> str | bytes:
+    """A file_id for an image shown before, else the freshly rendered PNG.
+
+    Raw bytes, not an ``InputFile``: PTB turns bytes into an ``attach://`` upload inside an
+    ``InputMediaPhoto``, which a plain ``InputFile`` would not be.
+    """
     cached = services.photos.get(key)
     if cached is not None:
         return cached
-    return InputFile(await asyncio.to_thread(draw), filename="crop.png")
+    return await asyncio.to_thread(draw)
 
 
 async def _put_photo(
@@ -111,7 +115,7 @@ async def _show_verdict(
         context,
         chat_id=chat_id,
         message_id=message_id,
-        key=_photo_key(view, "proposal") if not view.adjust.get("mask") else _photo_key(view),
+        key=f"{view.task.id}:proposal:{view.token if view.assignment.augment else ''}",
         draw=lambda: render.overlay(view.crop, view.proposal),
         caption=_question(view),
         markup=keyboards.verdict(view.token),
@@ -176,13 +180,14 @@ async def _serve_next(
         await context.bot.send_message(chat_id, text)
         return
     view = await tasks.view(session, services.store, assignment)
+    await session.commit()  # no transaction stays open across a call to Telegram
     mode = assignment.adjust.get("mode")
     shower = _show_menu if mode in ("menu", "choices") else _show_grid if mode == "grid" else None
     message = await (shower or _show_verdict)(context, view, chat_id, message_id)
     if message is not None:
         assignment.chat_id, assignment.message_id = chat_id, message.message_id
         session.add(assignment)
-    await session.commit()
+        await session.commit()
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -330,6 +335,7 @@ async def _begin(
     context: BotContext, session: AsyncSession, volunteer: Volunteer, chat_id: int
 ) -> None:
     campaign = await routing.active_campaign(session)
+    await session.commit()
     if campaign is not None and campaign.tutorial_tasks:
         await context.bot.send_message(
             chat_id, texts.TUTORIAL.format(n=campaign.tutorial_tasks, structure=campaign.structure)
@@ -355,6 +361,7 @@ async def on_press(update: Update, context: BotContext) -> None:
     services = context.services
     async with services.sessionmaker() as session:
         volunteer = await _me(session, update)
+        await session.commit()
         try:
             note = await _handle(context, session, volunteer, press, chat_id, message_id)
         except StaleTask as error:
@@ -456,13 +463,15 @@ async def _handle(
         await tasks.refine_cells(session, services.store, services.refiner, assignment=assignment)
     elif action == Action.UNDO and not await tasks.undo(session, assignment=assignment):
         note = texts.NOTHING_TO_UNDO
-    await session.flush()
     view = await tasks.view(session, services.store, assignment)
+    options = []
+    if assignment.adjust.get("mode") == "choices":
+        options = await tasks.choices(session, services.store, assignment)
+    await session.commit()  # no transaction stays open across a call to Telegram
     mode = assignment.adjust.get("mode")
     if mode == "grid":
         await _show_grid(context, view, chat_id, message_id)
     elif mode == "choices":
-        options = await tasks.choices(session, services.store, assignment)
         await _put_photo(
             context,
             chat_id=chat_id,
@@ -476,7 +485,6 @@ async def _handle(
         await _show_menu(context, view, chat_id, message_id)
     else:
         await _show_verdict(context, view, chat_id, message_id)
-    await session.commit()
     return note
 
 

@@ -1,0 +1,225 @@
+"""Virtual volunteers: simulated people who use the real bot through the emulator.
+
+Each has a persistent profile, as in fusion's crowd simulator (good, noisy, over-/under-segmenter,
+lazy, random, adversarial). It reads the photo it was sent, judges the outline it shows against
+the hidden truth of that crop (looked up through the button's token by the ``Oracle``, in the
+displayed frame, so augmented gold is judged as shown), and answers by pressing buttons: Accept,
+Reject, Can't tell, or Adjust through the chat tools (a one-tap option, or the grid and Redraw).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign import render, routing, tasks
+from bot.db.models import Task, TaskKind
+from bot.sim.chat import Event, VirtualUser
+from bot.sim.wire import Json
+from bot.store import codecs
+from bot.store.files import FileStore
+from inference.prediction import dice
+
+logger = logging.getLogger(__name__)
+
+Mask = npt.NDArray[np.bool_]
+PROFILES = ("good", "noisy", "over-segmenter", "under-segmenter", "lazy", "random", "adversarial")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the oracle knows of the crop behind a token, in the displayed frame."""
+
+    truth: Mask
+    proposal: Mask
+    options: list[tuple[str, Mask]]
+    gold: bool
+
+
+@dataclass
+class Oracle:
+    """The hidden truth: gold crops' expert masks, plus a truth per real task (demo, tests)."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: FileStore
+    truths: dict[int, Mask] = field(default_factory=dict)
+
+    async def seen(self, token: str) -> Seen | None:
+        """The truth and the outlines behind a button token (None: no truth known)."""
+        async with self.sessionmaker() as session:
+            assignment = await routing.assignment_by_token(session, token=token)
+            task = await session.get_one(Task, assignment.task_id)
+            assert task.id is not None
+            if task.gold_mask_key:
+                truth = codecs.decode_mask(self.store.get(task.gold_mask_key))
+            elif task.id in self.truths:
+                truth = self.truths[task.id]
+            else:
+                return None
+            view = await tasks.view(session, self.store, assignment)
+            options = [
+                (o.name, tasks.shown(assignment, o.mask))
+                for o in await tasks.choices(session, self.store, assignment)
+            ]
+            return Seen(
+                tasks.shown(assignment, truth), view.proposal, options, task.kind != TaskKind.REAL
+            )
+
+
+@dataclass
+class Profile:
+    """How a virtual volunteer answers (see ``fusion.simulate`` for the same profiles)."""
+
+    name: str
+    tau: float = 0.90
+    perception: float = 0.03
+    adjust: float = 0.6
+    care: float = 1.0  # how hard they try to get a fix right (1: pick the best option)
+
+
+def profile(name: str, rng: np.random.Generator) -> Profile:
+    """A profile's parameters, drawn once per volunteer."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")
+    adjust = float(rng.uniform(0.4, 0.8))
+    if name == "noisy":
+        return Profile(name, 0.90, 0.08, adjust, care=0.5)
+    if name == "over-segmenter":
+        return Profile(name, 0.85, 0.03, adjust)
+    if name == "under-segmenter":
+        return Profile(name, 0.95, 0.03, adjust)
+    return Profile(name, 0.90, 0.03, adjust)
+
+
+def _token(user: VirtualUser, screen: Json) -> str:
+    for _, data in user.buttons(screen):
+        parts = data.split(":")
+        if len(parts) >= 2 and parts[1]:
+            return parts[1]
+    raise LookupError("no crop buttons on the latest message")
+
+
+@dataclass
+class VirtualVolunteer:
+    """One simulated person at a phone."""
+
+    user: VirtualUser
+    profile: Profile
+    oracle: Oracle
+    rng: np.random.Generator
+    timeout: float = 20.0
+    screen: Json = field(default_factory=dict)
+    answers: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+    async def join(self, nickname: str | None = None) -> Event:
+        """/start, agree, nickname or skip; returns the first crop the bot sent."""
+        await self.user.send("/start")
+        await self.user.next_event("sendMessage", timeout=self.timeout)  # welcome
+        await self.user.next_event("sendMessage", timeout=self.timeout)  # terms + consent
+        await self.user.press("✅ I agree")
+        await self.user.next_event("editMessageText", timeout=self.timeout)
+        if nickname:
+            await self.user.send(nickname)
+        else:
+            await self.user.press("Skip")
+        return await self._await_screen("sendPhoto")
+
+    def _look(self) -> None:
+        """Read the photo the bot sent (a phone would show it)."""
+        with PILImage.open(io.BytesIO(self.user.photo(self.screen))) as image:
+            image.verify()
+
+    async def _await_screen(self, *methods: str) -> Event:
+        """The bot's next photo or edit of the crop message; it becomes the screen."""
+        event = await self.user.next_event(
+            *(methods or ("editMessageMedia", "sendPhoto")), timeout=self.timeout
+        )
+        if event.message is not None:
+            self.screen = event.message
+        return event
+
+    async def _press(self, label: str) -> None:
+        await self.user.press(label, message_id=self.screen.get("message_id"))
+
+    async def answer(self) -> str:
+        """Answer the crop on screen; returns what was done (accept, adjust, ...)."""
+        self._look()
+        caption = self.screen.get("caption") or ""
+        if "score" in caption or "Right" in caption or "actually fine" in caption:
+            await self._press("Next")  # gold feedback: move on
+            await self._await_screen()
+            return "next"
+        token = _token(self.user, self.screen)
+        seen = await self.oracle.seen(token)
+        verdict = self._decide(seen)
+        if verdict == "adjust" and seen is not None:
+            await self._adjust(seen)
+        else:
+            label = {"accept": "✅", "reject": "❌", "unsure": "🤷"}[verdict]
+            await self._press(label)
+        await self._await_screen()
+        self.answers += 1
+        self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
+        return verdict
+
+    def _decide(self, seen: Seen | None) -> str:
+        p = self.profile
+        if seen is None:
+            return "unsure"
+        if p.name == "lazy":
+            return "accept"
+        if p.name == "random":
+            return str(self.rng.choice(["accept", "reject", "adjust", "unsure"]))
+        quality = dice(seen.proposal, seen.truth)
+        ok = quality + self.rng.normal(0, p.perception) >= p.tau
+        if p.name == "adversarial":
+            return "reject" if ok else "accept"
+        if ok:
+            return "accept"
+        return "adjust" if self.rng.random() < p.adjust else "reject"
+
+    async def _adjust(self, seen: Seen) -> None:
+        """Fix the outline with the chat tools, as well as this volunteer manages."""
+        await self._press("✏️")
+        await self._await_screen()
+        scores = [dice(mask, seen.truth) for _, mask in seen.options]
+        best = int(np.argmax(scores)) if scores else -1
+        if scores and (scores[best] >= 0.85 or self.profile.care < 1.0):
+            pick = (
+                best
+                if self.rng.random() < self.profile.care
+                else int(self.rng.integers(len(scores)))
+            )
+            await self._press("Options")
+            await self._await_screen()
+            await self._press(tasks.option_label(pick, seen.options[pick][0]))
+            await self._await_screen()
+        else:
+            await self._press("Tap the grid")
+            await self._await_screen()
+            for cell in _cells_covering(seen.truth):
+                await self._press(cell)
+                await self._await_screen()
+            await self._press("🔄")
+            await self._await_screen()
+        await self._press("✔️")
+
+
+def _cells_covering(truth: Mask, cells: int = render.GRID) -> list[str]:
+    """The grid cells the truth's bounding box spans (what a careful volunteer taps)."""
+    ys, xs = np.nonzero(truth)
+    if ys.size == 0:
+        return ["A1"]
+    h, w = truth.shape
+    labels = render.cell_labels(cells)
+    rows = range(int(ys.min() * cells // h), int(ys.max() * cells // h) + 1)
+    cols = range(int(xs.min() * cells // w), int(xs.max() * cells // w) + 1)
+    return [labels[r * cells + c] for r in rows for c in cols]
