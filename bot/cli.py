@@ -249,7 +249,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 async def _run(settings: Settings) -> None:
     if settings.bot_token is None:
         raise ValueError("set MEDCROWD_BOT_TOKEN to the token @BotFather gave you")
-    migrate.upgrade(settings.resolved_database_url)
+    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
     services = Services.from_settings(settings)
     options = BotOptions(
         token=settings.bot_token.get_secret_value(),
