@@ -22,7 +22,7 @@ from bot.settings import Settings
 from bot.sim.emulator import BotApiEmulator
 from bot.sim.feed import SECRET_HEADER
 from bot.sim.volunteers import Oracle, VirtualVolunteer, profile
-from tests.helpers.bot import World, prepare, running_bot
+from tests.helpers.bot import prepare, running_bot
 
 
 @pytest.fixture(autouse=True)
@@ -95,9 +95,9 @@ async def test_a_429_storm_is_waited_out_and_nothing_is_lost(
 async def test_webhook_mode_stores_before_200_and_checks_the_secret(
     prepared: Path, tmp_path: Path
 ) -> None:
+    from bot.jobs.proposals import ProposerSpec
     from bot.telegram.app import BotOptions, bot_services, run_bot
     from bot.web.webhook import WebhookServer
-    from bot.jobs.proposals import ProposerSpec
 
     settings = _copy(prepared, tmp_path)
     emulator = await BotApiEmulator(limits=None).start()
@@ -171,7 +171,7 @@ def _start_bot(settings: Settings, emulator: BotApiEmulator, log: Path) -> subpr
         "MEDCROWD_FLOOD_BURST": "100",
         "PTB_TIMEDELTA": "1",
     }
-    return subprocess.Popen(  # noqa: ASYNC220 - started once, waited for in a thread
+    return subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],
         env=env,
         stdout=log.open("ab"),
