@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.campaign import scoring
+from bot.campaign import arrays, scoring
 from bot.campaign.crowd import Crowd, proposal_of
 from bot.campaign.errors import StaleTask
 from bot.db.models import (
@@ -133,7 +133,7 @@ async def submit(
     proposal_row = await proposal_of(session, task_id=task.id)
     if proposal_row is None:
         raise StaleTask("that crop has no proposal yet")
-    proposal = codecs.decode_mask(store.get(proposal_row.mask_key))
+    proposal = arrays.mask(store, proposal_row.mask_key)
     if verdict == Verdict.ADJUST:
         if mask is None or mask.shape != proposal.shape:
             got = None if mask is None else mask.shape
@@ -167,7 +167,7 @@ async def submit(
     gold = None
     gold_dice = None
     if task.kind != TaskKind.REAL and task.gold_mask_key:
-        truth = codecs.decode_mask(store.get(task.gold_mask_key))
+        truth = arrays.mask(store, task.gold_mask_key)
         score = gold_score(verdict, mask, proposal, truth)
         if score is not None:
             shown = answer_mask(verdict, mask, proposal)
@@ -260,7 +260,7 @@ async def _close(
     agreements = {}
     for row in rows.all():
         assert row.id is not None
-        drawn = codecs.decode_mask(store.get(row.mask_key)) if row.mask_key else None
+        drawn = arrays.mask(store, row.mask_key) if row.mask_key else None
         value = agreement(row.verdict, drawn, proposal, result.mask)
         if value is not None:
             agreements[row.id] = value

@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from bot.campaign.render import (
+    PHONE_PNG_LEVEL,
     Color,
     as_rgb,
     check_mask,
@@ -100,7 +101,7 @@ def gold_feedback(
         where = resize_nearest(part, out_hw)
         image[where] = mix(image[where], color, 0.45)
     image[outline(resize_nearest(gold, out_hw), 1)] = TRUTH
-    return encode_png(image), verdict
+    return encode_png(image, level=PHONE_PNG_LEVEL), verdict
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ def profile_card(
     draw.line((32, 292, width - 32, 292), fill=_PANEL, width=2)
     draw.text((32, 318), "Badges", font=load_font(18), fill=_MUTED, anchor="ls")
     _draw_badges(draw, [_ascii(b) or "badge" for b in badges], top=332, right=width - 32)
-    return encode_png(np.asarray(card, dtype=np.uint8))
+    return encode_png(np.asarray(card, dtype=np.uint8), level=PHONE_PNG_LEVEL)
 
 
 def _draw_badges(draw: ImageDraw.ImageDraw, names: list[str], *, top: int, right: int) -> None:

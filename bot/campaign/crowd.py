@@ -15,8 +15,8 @@ import numpy as np
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.campaign import arrays
 from bot.db.models import Answer, Proposal, Task, TaskKind, Verdict
-from bot.store import codecs
 from bot.store.files import FileStore
 from fusion.paf import CropResult, Decision, PAFConfig, ProposalAwareFusion
 from fusion.simulate import ACCEPT, ADJUST, REJECT, SKIP, UNSURE
@@ -80,12 +80,12 @@ class Crowd:
                 continue
             proposals[task.id] = mask
             if task.kind != TaskKind.REAL and task.gold_mask_key:
-                gold[task.id] = codecs.decode_mask(self.store.get(task.gold_mask_key))
+                gold[task.id] = arrays.mask(self.store, task.gold_mask_key)
         rows = await session.exec(
             select(Answer).where(col(Answer.task_id).in_(list(proposals))).order_by(col(Answer.id))
         )
         answers = [
-            to_fusion(a, codecs.decode_mask(self.store.get(a.mask_key)) if a.mask_key else None)
+            to_fusion(a, arrays.mask(self.store, a.mask_key) if a.mask_key else None)
             for a in rows.all()
         ]
         model = ProposalAwareFusion(self.config)
@@ -103,7 +103,7 @@ class Crowd:
         proposal = await proposal_of(session, task_id=task.id)
         if proposal is None:
             return None
-        return codecs.decode_mask(self.store.get(proposal.mask_key))
+        return arrays.mask(self.store, proposal.mask_key)
 
     async def add(
         self,
@@ -123,7 +123,7 @@ class Crowd:
                 return None
             gold = None
             if task.kind != TaskKind.REAL and task.gold_mask_key:
-                gold = codecs.decode_mask(self.store.get(task.gold_mask_key))
+                gold = arrays.mask(self.store, task.gold_mask_key)
             model.add_crop(task.id, proposal, gold)
         result = model.add(to_fusion(answer, mask))
         self.added[campaign_id] = self.added.get(campaign_id, 0) + 1

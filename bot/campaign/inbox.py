@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.db.models import InboxUpdate
@@ -64,6 +64,18 @@ async def pending(session: AsyncSession, *, limit: int = 100) -> list[InboxUpdat
         .limit(limit)
     )
     return list(result.all())
+
+
+async def mark_done(session: AsyncSession, *, update_ids: list[int]) -> None:
+    """Mark processed updates done, many in one statement (commits)."""
+    if not update_ids:
+        return
+    await session.exec(
+        update(InboxUpdate)
+        .where(col(InboxUpdate.update_id).in_(update_ids))
+        .values(processed_at=utcnow(), attempts=InboxUpdate.attempts + 1, error=None)
+    )
+    await session.commit()
 
 
 async def mark(session: AsyncSession, *, update_id: int, error: str | None = None) -> None:

@@ -41,6 +41,7 @@ LOOSER_LEVELS: Final = (0.3, 0.15)
 CONTOUR: Final[Color] = (255, 64, 64)
 SELECTED: Final[Color] = (255, 210, 0)
 
+PHONE_PNG_LEVEL = 1  # zlib level of images only sent to phones: fast to encode
 _T = TypeVar("_T", bound=np.generic)
 _CROSS: Final = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 _EIGHT: Final = np.ones((3, 3), dtype=bool)
@@ -74,7 +75,7 @@ def overlay(
     out_hw = output_hw(rgb.shape[:2], scale_to)
     image = resize_nearest(rgb, out_hw)  # (out_h, out_w, 3)
     image[outline(resize_nearest(mask_hw, out_hw), width)] = color
-    return encode_png(image)
+    return encode_png(image, level=PHONE_PNG_LEVEL)
 
 
 def output_hw(shape_hw: tuple[int, ...], scale_to: int) -> tuple[int, int]:
@@ -162,7 +163,7 @@ def grid_overlay(
         left, top, right, bottom = draw.textbbox((xs[c] + 3, ys[r] + 2), label, font=font)
         draw.rectangle((left - 2, top - 1, right + 1, bottom + 1), fill=(0, 0, 0, 150))
         draw.text((xs[c] + 3, ys[r] + 2), label, font=font, fill=(255, 255, 255, 255))
-    return encode_png(np.asarray(picture, dtype=np.uint8))
+    return encode_png(np.asarray(picture, dtype=np.uint8), level=PHONE_PNG_LEVEL)
 
 
 def threshold_mask(
@@ -252,7 +253,8 @@ def resize_nearest(array: npt.NDArray[_T], out_hw: tuple[int, int]) -> npt.NDArr
     out_h, out_w = out_hw
     rows = ((2 * np.arange(out_h) + 1) * h) // (2 * out_h)
     cols = ((2 * np.arange(out_w) + 1) * w) // (2 * out_w)
-    return np.ascontiguousarray(array[rows[:, None], cols[None, :]])
+    # Two 1-D takes: several times faster than one 2-D fancy index on (512, 512, 3).
+    return np.ascontiguousarray(np.take(np.take(array, rows, axis=0), cols, axis=1))
 
 
 def outline(mask_hw: npt.NDArray[np.bool_], width: int) -> npt.NDArray[np.bool_]:

@@ -46,7 +46,12 @@ CANDIDATES = 25
 
 
 def gold_rate(base: float, gold_answers: int, tutorial: int) -> float:
-    """Chance that the next crop is gold: 0.5 after the tutorial, decaying to ``base``."""
+    """Chance that the next crop is gold: 0.5 after the tutorial, decaying to ``base``.
+
+    A campaign without gold mixing (``base`` 0) mixes none in, newcomers included.
+    """
+    if base <= 0:
+        return 0.0
     extra = max(gold_answers - tutorial, 0)
     return base + (max(NEWCOMER_GOLD_RATE, base) - base) * math.exp(-extra / GOLD_DECAY_ANSWERS)
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.campaign import cards, render
+from bot.campaign import arrays, cards, render
 from bot.campaign.crowd import proposal_of
 from bot.campaign.errors import InvalidInput, StaleTask
 from bot.campaign.refine import Refiner
@@ -96,7 +96,7 @@ async def _task_and_proposal(
     proposal = await proposal_of(session, task_id=assignment.task_id)
     if proposal is None:
         raise StaleTask("that crop has no proposal yet")
-    return task, proposal, codecs.decode_mask(store.get(proposal.mask_key))
+    return task, proposal, arrays.mask(store, proposal.mask_key)
 
 
 async def task_of(session: AsyncSession, assignment: Assignment) -> Task:
@@ -121,14 +121,14 @@ def check_open(assignment: Assignment, task: Task) -> None:
 def working_mask(store: FileStore, assignment: Assignment, proposal: Mask) -> Mask:
     """The Adjust flow's current mask (the proposal until something was chosen)."""
     key = assignment.adjust.get("mask")
-    return proposal if key is None else codecs.decode_mask(store.get(key))
+    return proposal if key is None else arrays.mask(store, key)
 
 
 async def view(session: AsyncSession, store: FileStore, assignment: Assignment) -> TaskView:
     """The crop, proposal and working mask as the volunteer sees them."""
     task, _, proposal = await _task_and_proposal(session, store, assignment)
     campaign = await session.get_one(Campaign, task.campaign_id)
-    crop = codecs.decode_png(store.get(task.crop_key))
+    crop = arrays.image(store, task.crop_key)
     aug = augment_of(assignment)
     working = working_mask(store, assignment, proposal)
     if aug is not None:
@@ -143,11 +143,11 @@ async def choices(session: AsyncSession, store: FileStore, assignment: Assignmen
     """One-tap alternatives, in the crop's frame: model candidates, then tighter and looser."""
     _, proposal_row, _ = await _task_and_proposal(session, store, assignment)
     out = [
-        Choice(str(c.get("source") or f"option {i + 1}"), codecs.decode_mask(store.get(c["key"])))
+        Choice(str(c.get("source") or f"option {i + 1}"), arrays.mask(store, c["key"]))
         for i, c in enumerate(proposal_row.candidates)
     ]
     if proposal_row.prob_key:
-        prob = codecs.decode_prob(store.get(proposal_row.prob_key))
+        prob = arrays.prob(store, proposal_row.prob_key)
         for level in render.TIGHTER_LEVELS:
             out.append(Choice(f"tighter {level:.2f}", render.threshold_mask(prob, level)))
         for level in render.LOOSER_LEVELS:
@@ -208,7 +208,7 @@ async def refine_cells(
     if not cells:
         raise InvalidInput("tap the cells the structure covers first")
     task = await session.get_one(Task, assignment.task_id)
-    crop = codecs.decode_png(store.get(task.crop_key))
+    crop = arrays.image(store, task.crop_key)
     hw = crop.shape[:2]
     x0, y0, x1, y1 = render.box_from_cells(cells, hw, render.GRID)
     marked = np.zeros(hw, dtype=bool)
@@ -239,4 +239,4 @@ async def undo(session: AsyncSession, *, assignment: Assignment) -> bool:
 def final_mask(store: FileStore, *, assignment: Assignment) -> Mask | None:
     """The mask Done submits (crop frame), or None if nothing was changed yet."""
     key = assignment.adjust.get("mask")
-    return None if key is None else codecs.decode_mask(store.get(key))
+    return None if key is None else arrays.mask(store, key)

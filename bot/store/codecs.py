@@ -9,14 +9,18 @@ import numpy.typing as npt
 from PIL import Image as PILImage
 
 
-def encode_png(pixels: npt.NDArray[np.uint8]) -> bytes:
-    """Encode an (H, W) grey or (H, W, 3) RGB uint8 image as a deterministic PNG."""
+def encode_png(pixels: npt.NDArray[np.uint8], *, level: int = 6) -> bytes:
+    """Encode an (H, W) grey or (H, W, 3) RGB uint8 image as a deterministic PNG.
+
+    ``level`` is zlib's compression level: keep the default for stored files (their content
+    hash depends on it); images only sent to a phone may use 1 (several times faster).
+    """
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
         raise ValueError(
             f"pixels must be uint8 (H, W) or (H, W, 3), got {pixels.dtype} {pixels.shape}"
         )
     buffer = io.BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG", optimize=False, compress_level=6)
+    PILImage.fromarray(pixels).save(buffer, format="PNG", optimize=False, compress_level=level)
     return buffer.getvalue()
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from telegram import BotCommand
 from telegram.ext import (
@@ -34,6 +34,7 @@ from bot.jobs.proposals import ProposerSpec
 from bot.telegram import texts, volunteer
 from bot.telegram.context import BotApplication, BotContext, BotServices
 from bot.telegram.intake import ALLOWED_UPDATES, Intake
+from bot.telegram.transport import AiohttpRequest
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class BotOptions:
     digest_seconds: float = 3600.0
     flood_rate: float = 3.0
     flood_burst: float = 8.0
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @property
     def file_url(self) -> str:
@@ -70,8 +72,13 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         .base_file_url(options.file_url)
         .updater(None)
         .context_types(ContextTypes(context=BotContext))
-        .connection_pool_size(64)
     )
+    if options.transport == "aiohttp":
+        builder = builder.request(AiohttpRequest()).get_updates_request(
+            AiohttpRequest(pool_size=1, read_timeout=options.poll_timeout + 5.0)
+        )
+    else:
+        builder = builder.connection_pool_size(64)
     if options.rate_limit:
         builder = builder.rate_limiter(AIORateLimiter(max_retries=options.max_retries))
     app: BotApplication = builder.build()
@@ -177,6 +184,7 @@ async def run_bot(
         await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])
         workers = [
             asyncio.create_task(intake.process()),
+            asyncio.create_task(intake.mark_loop()),
             asyncio.create_task(_digest_loop(app, stopping, options.digest_seconds)),
         ]
         if webhook is None:

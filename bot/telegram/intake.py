@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query"]
 DONE_MEMORY = 10_000
+# Done-marks are written in batches: a crash re-runs at most the last MARK_SECONDS of updates,
+# which is harmless because every handler is idempotent where it matters (answers are keyed by
+# crop and volunteer, presses by their token).
+MARK_SECONDS = 0.1
+MARK_BATCH = 64
 
 
 class Intake:
@@ -55,6 +60,7 @@ class Intake:
         # Done here but maybe still pending in a snapshot a concurrent drain already read.
         self._done: set[int] = set()
         self._done_order: collections.deque[int] = collections.deque()
+        self._unmarked: list[int] = []
         self._users: dict[int, asyncio.Task[None]] = {}
         self.processed = 0
 
@@ -153,22 +159,44 @@ class Intake:
             logger.exception("update %s failed", update_id)
             error = repr(exc)
         try:
-            async with self.sessionmaker() as session:
-                await inbox.mark(session, update_id=update_id, error=error)
             if error is None:
                 self._done.add(update_id)
                 self._done_order.append(update_id)
                 if len(self._done_order) > DONE_MEMORY:
                     self._done.discard(self._done_order.popleft())
+                self._unmarked.append(update_id)
+                if len(self._unmarked) >= MARK_BATCH:
+                    await self.flush_marks()
+            else:
+                async with self.sessionmaker() as session:
+                    await inbox.mark(session, update_id=update_id, error=error)
         finally:
             self._in_flight.discard(update_id)
         self.processed += 1
 
+    async def flush_marks(self) -> None:
+        """Record the processed updates not yet marked done (one statement)."""
+        batch, self._unmarked = self._unmarked, []
+        if batch:
+            async with self.sessionmaker() as session:
+                await inbox.mark_done(session, update_ids=batch)
+
+    async def mark_loop(self) -> None:
+        """Flush done-marks every ``MARK_SECONDS`` until stopped (and once more at the end)."""
+        try:
+            while not self.stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=MARK_SECONDS)
+                await self.flush_marks()
+        finally:
+            await self.flush_marks()
+
     async def finish(self) -> None:
-        """Wait for the updates in flight."""
+        """Wait for the updates in flight, then record them done."""
         tasks = [t for t in self._users.values() if not t.done()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self.flush_marks()
 
 
 def _seconds(value: object) -> float:

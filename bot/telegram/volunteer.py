@@ -180,11 +180,14 @@ async def _serve_next(
         await context.bot.send_message(chat_id, text)
         return
     view = await tasks.view(session, services.store, assignment)
+    if message_id is not None:  # shown in the volunteer's message: known before sending
+        assignment.chat_id, assignment.message_id = chat_id, message_id
+        session.add(assignment)
     await session.commit()  # no transaction stays open across a call to Telegram
     mode = assignment.adjust.get("mode")
     shower = _show_menu if mode in ("menu", "choices") else _show_grid if mode == "grid" else None
     message = await (shower or _show_verdict)(context, view, chat_id, message_id)
-    if message is not None:
+    if message is not None and message.message_id != message_id:
         assignment.chat_id, assignment.message_id = chat_id, message.message_id
         session.add(assignment)
         await session.commit()
