@@ -16,12 +16,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.campaign import cache
 from bot.db import migrate
 from bot.db.engine import async_url, make_engine
 from bot.sim.phantom import Phantom, make_phantom
 from bot.store.files import FileStore
 
 POSTGRES_ENV = "MEDCROWD_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_row_cache() -> Iterator[None]:
+    """Each test sees its own database's rows, never a cached row of an earlier test's."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.campaign import arrays, scoring
+from bot.campaign import arrays, cache, scoring
 from bot.campaign.crowd import Crowd, proposal_of
 from bot.campaign.errors import StaleTask
 from bot.db.models import (
@@ -162,7 +162,7 @@ async def submit(
         assert existing is not None
         return Submitted(existing, duplicate=True)
     assert answer.id is not None
-    campaign = await session.get_one(Campaign, task.campaign_id)
+    campaign = await cache.campaign(session, task.campaign_id)
 
     gold = None
     gold_dice = None

@@ -15,7 +15,7 @@ import numpy as np
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.campaign import arrays
+from bot.campaign import arrays, cache
 from bot.db.models import Answer, Proposal, Task, TaskKind, Verdict
 from bot.store.files import FileStore
 from fusion.paf import CropResult, Decision, PAFConfig, ProposalAwareFusion
@@ -34,13 +34,8 @@ VERDICT_CODES = {
 
 
 async def proposal_of(session: AsyncSession, *, task_id: int) -> Proposal | None:
-    """The newest proposal of a task."""
-    result = await session.exec(
-        select(Proposal)
-        .where(Proposal.task_id == task_id)
-        .order_by(col(Proposal.created_at).desc(), col(Proposal.id).desc())
-    )
-    return result.first()
+    """The newest proposal of a task (cached for a few seconds)."""
+    return await cache.proposal(session, task_id)
 
 
 def to_fusion(answer: Answer, mask: np.ndarray | None) -> FusionAnswer:

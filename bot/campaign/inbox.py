@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,35 +23,28 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 
 
-async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -> int:
-    """Persist updates (commits); returns how many were new. Duplicates are ignored."""
+async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -> list[int]:
+    """Persist updates (commits); returns the ids that were new. Duplicates are ignored."""
     if not payloads:
-        return 0
-    ids = [int(p["update_id"]) for p in payloads]
-    known = await session.exec(
-        select(InboxUpdate.update_id).where(col(InboxUpdate.update_id).in_(ids))
+        return []
+    rows = {int(p["update_id"]): p for p in payloads}  # a batch may repeat an update
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    statement = (
+        insert(InboxUpdate)
+        .values(
+            [
+                {"update_id": i, "payload": p, "received_at": now, "attempts": 0}
+                for i, p in rows.items()
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["update_id"])
+        .returning(col(InboxUpdate.update_id))
     )
-    seen = set(known.all())
-    new = 0
-    for payload in payloads:
-        update_id = int(payload["update_id"])
-        if update_id in seen:
-            continue
-        seen.add(update_id)
-        session.add(InboxUpdate(update_id=update_id, payload=payload))
-        new += 1
-    try:
-        await session.commit()
-    except IntegrityError:  # a concurrent writer stored some: fall back to one at a time
-        await session.rollback()
-        new = 0
-        for payload in payloads:
-            try:
-                session.add(InboxUpdate(update_id=int(payload["update_id"]), payload=payload))
-                await session.commit()
-                new += 1
-            except IntegrityError:
-                await session.rollback()
+    result = await session.exec(statement)
+    new = sorted(int(i) for i in result.scalars().all())
+    await session.commit()
     return new
 
 

@@ -24,12 +24,12 @@ from sqlalchemy import ColumnElement, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.campaign import cache
 from bot.campaign.errors import NoConsent, NoWork, StaleTask
 from bot.db.models import (
     Answer,
     Assignment,
     Campaign,
-    CampaignStatus,
     GoldScore,
     Task,
     TaskKind,
@@ -64,11 +64,8 @@ def skill_of(gold_dice: float | None) -> float:
 
 
 async def active_campaign(session: AsyncSession) -> Campaign | None:
-    """The oldest campaign that hands out crops."""
-    result = await session.exec(
-        select(Campaign).where(Campaign.status == CampaignStatus.ACTIVE).order_by(col(Campaign.id))
-    )
-    return result.first()
+    """The oldest campaign that hands out crops (cached for a few seconds)."""
+    return await cache.active_campaign(session)
 
 
 async def open_assignment(

@@ -19,11 +19,11 @@ import numpy as np
 import numpy.typing as npt
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.campaign import arrays, cards, render
+from bot.campaign import arrays, cache, cards, render
 from bot.campaign.crowd import proposal_of
 from bot.campaign.errors import InvalidInput, StaleTask
 from bot.campaign.refine import Refiner
-from bot.db.models import Assignment, Campaign, Proposal, Task, TaskKind, TaskStatus
+from bot.db.models import Assignment, Proposal, Task, TaskKind, TaskStatus
 from bot.db.types import utcnow
 from bot.store import codecs
 from bot.store.files import FileStore
@@ -127,7 +127,7 @@ def working_mask(store: FileStore, assignment: Assignment, proposal: Mask) -> Ma
 async def view(session: AsyncSession, store: FileStore, assignment: Assignment) -> TaskView:
     """The crop, proposal and working mask as the volunteer sees them."""
     task, _, proposal = await _task_and_proposal(session, store, assignment)
-    campaign = await session.get_one(Campaign, task.campaign_id)
+    campaign = await cache.campaign(session, task.campaign_id)
     crop = arrays.image(store, task.crop_key)
     aug = augment_of(assignment)
     working = working_mask(store, assignment, proposal)

@@ -35,6 +35,7 @@ DONE_MEMORY = 10_000
 # crop and volunteer, presses by their token).
 MARK_SECONDS = 0.1
 MARK_BATCH = 64
+SWEEP_SECONDS = 2.0
 
 
 class Intake:
@@ -77,9 +78,9 @@ class Intake:
             kept.append(payload)
         async with self.sessionmaker() as session:
             stored = await inbox.store_updates(session, kept)
-        if kept:
-            self.wake.set()
-        return stored
+        new = set(stored)
+        self.dispatch([(int(p["update_id"]), p) for p in kept if int(p["update_id"]) in new])
+        return len(stored)
 
     async def _slow_down(self, payload: dict[str, Any]) -> None:
         query = payload.get("callback_query")
@@ -116,25 +117,37 @@ class Intake:
     # -- processing -----------------------------------------------------------------------------
 
     async def process(self) -> None:
-        """Run stored updates through the handlers until ``stopping`` (and on start: backlog)."""
+        """Sweep the inbox for leftovers until ``stopping``.
+
+        On start that is a crash's backlog; then every ``SWEEP_SECONDS``, updates whose handlers
+        failed are retried.
+        """
         while not self.stopping.is_set():
             self.wake.clear()
             await self.drain_once()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                await asyncio.wait_for(self.wake.wait(), timeout=SWEEP_SECONDS)
         await self.finish()
 
     async def drain_once(self) -> int:
-        """Dispatch every stored, unprocessed update not already in flight; returns how many."""
+        """Dispatch every stored, unprocessed update not already in flight; returns how many.
+
+        New updates are dispatched as soon as they are stored (``admit``); this sweep picks up
+        what a crash left behind and updates whose handlers failed.
+        """
         async with self.sessionmaker() as session:
             rows = await inbox.pending(session, limit=500)
+        return self.dispatch([(row.update_id, row.payload) for row in rows])
+
+    def dispatch(self, updates: list[tuple[int, dict[str, Any]]]) -> int:
+        """Hand stored updates to per-volunteer workers (in order per volunteer)."""
         by_user: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        for row in rows:
-            if row.update_id in self._in_flight or row.update_id in self._done:
+        for update_id, payload in updates:
+            if update_id in self._in_flight or update_id in self._done:
                 continue
-            self._in_flight.add(row.update_id)
-            user = user_of(row.payload) or 0
-            by_user.setdefault(user, []).append((row.update_id, row.payload))
+            self._in_flight.add(update_id)
+            user = user_of(payload) or 0
+            by_user.setdefault(user, []).append((update_id, payload))
         for user, batch in by_user.items():
             previous = self._users.get(user)
             self._users[user] = asyncio.create_task(self._run_user(previous, batch))

@@ -30,6 +30,23 @@ VERDICTS = {
     Action.UNSURE: Verdict.UNSURE,
 }
 AWAITING_NICKNAME = "awaiting_nickname"
+# Presses on a crop: their handlers commit before any call to Telegram.
+WORK_ACTIONS = frozenset(
+    {
+        Action.ACCEPT,
+        Action.REJECT,
+        Action.UNSURE,
+        Action.ADJUST,
+        Action.BACK,
+        Action.CHOICES,
+        Action.PICK,
+        Action.GRID,
+        Action.CELL,
+        Action.REFINE,
+        Action.UNDO,
+        Action.DONE,
+    }
+)
 
 
 # -- showing a crop -----------------------------------------------------------------------------
@@ -364,7 +381,8 @@ async def on_press(update: Update, context: BotContext) -> None:
     services = context.services
     async with services.sessionmaker() as session:
         volunteer = await _me(session, update)
-        await session.commit()
+        if press.action not in WORK_ACTIONS:  # these talk to Telegram before writing
+            await session.commit()
         try:
             note = await _handle(context, session, volunteer, press, chat_id, message_id)
         except StaleTask as error:

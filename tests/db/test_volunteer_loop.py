@@ -276,8 +276,8 @@ async def test_forget_keeps_answers_anonymous(
 
 async def test_inbox_stores_each_update_once(session: AsyncSession) -> None:
     payloads = [{"update_id": i, "message": {"text": str(i)}} for i in (5, 6, 6, 7)]
-    assert await inbox.store_updates(session, payloads) == 3
-    assert await inbox.store_updates(session, payloads[:2]) == 0
+    assert await inbox.store_updates(session, payloads) == [5, 6, 7]
+    assert await inbox.store_updates(session, payloads[:2]) == []
     rows = await inbox.pending(session)
     assert [r.update_id for r in rows] == [5, 6, 7]
     await inbox.mark(session, update_id=6)
