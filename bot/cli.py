@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -148,6 +149,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     dm.add_argument("--n", type=int, default=24, help="phantom images (default 24)")
     dm.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    dm.add_argument(
+        "--volunteers",
+        type=int,
+        default=12,
+        help="virtual volunteers answering in (emulated) Telegram (default 12)",
+    )
     return parser
 
 
@@ -242,8 +249,32 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(_run(settings))
         return 0
     if args.command == "demo":
-        return asyncio.run(demo.run_demo(settings, n=args.n, seed=args.seed))
+        return asyncio.run(
+            demo.run_demo(
+                settings, n=args.n, seed=args.seed, launch=_launch, volunteers=args.volunteers
+            )
+        )
     raise AssertionError(f"unhandled command {args.command}")
+
+
+@contextlib.asynccontextmanager
+async def _launch(
+    settings: Settings, token: str, base_url: str, file_url: str
+) -> AsyncIterator[None]:
+    """The real bot, in this process, against a Bot API at ``base_url`` (the demo's emulator)."""
+    services = Services.from_settings(settings)
+    options = BotOptions(
+        token=token, base_url=base_url, base_file_url=file_url, poll_timeout=1, digest_seconds=2
+    )
+    handlers = bot_services(services, spec_from(settings), digest_seconds=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_bot(options, handlers, stop=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await services.close()
 
 
 async def _run(settings: Settings) -> None:

@@ -157,8 +157,9 @@ async def submit(
     try:
         await session.flush()
     except IntegrityError:  # the same press, processed concurrently: it is stored already
-        await session.rollback()
-        existing = await _existing(session, task.id, volunteer.id)
+        task_id, volunteer_id = task.id, volunteer.id
+        await session.rollback()  # (expires every loaded row)
+        existing = await _existing(session, task_id, volunteer_id)
         assert existing is not None
         return Submitted(existing, duplicate=True)
     assert answer.id is not None

@@ -8,19 +8,42 @@ nothing: on restart every stored but unprocessed update is processed. An update 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select, update
+from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.campaign.flood import user_of
 from bot.db.models import InboxUpdate
 from bot.db.types import utcnow
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+KEEP_PROCESSED = dt.timedelta(days=1)
+# What an update may keep of a person or chat: ids and kinds, never names or handles.
+_KEEP = {"id", "is_bot", "type"}
+
+
+def scrub(payload: Any) -> Any:
+    """A copy of an update without names, usernames, language or profile details.
+
+    Users and chats keep their id (and is_bot / type); ``first_name`` becomes "" because the
+    Bot API requires the field. Message texts stay (commands, nicknames a volunteer chose).
+    """
+    if isinstance(payload, list):
+        return [scrub(item) for item in payload]
+    if not isinstance(payload, dict):
+        return payload
+    if "id" in payload and ("is_bot" in payload or "type" in payload):  # a User or a Chat
+        kept = {k: v for k, v in payload.items() if k in _KEEP}
+        if "is_bot" in payload:
+            kept["first_name"] = ""
+        return kept
+    return {k: scrub(v) for k, v in payload.items()}
 
 
 async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -> list[int]:
@@ -35,7 +58,7 @@ async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -
         insert(InboxUpdate)
         .values(
             [
-                {"update_id": i, "payload": p, "received_at": now, "attempts": 0}
+                {"update_id": i, "payload": scrub(p), "received_at": now, "attempts": 0}
                 for i, p in rows.items()
             ]
         )
@@ -46,6 +69,27 @@ async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -
     new = sorted(int(i) for i in result.scalars().all())
     await session.commit()
     return new
+
+
+async def purge(session: AsyncSession, *, older_than: dt.timedelta = KEEP_PROCESSED) -> int:
+    """Delete processed updates older than ``older_than`` (commits); returns how many."""
+    result = await session.exec(
+        delete(InboxUpdate).where(
+            col(InboxUpdate.processed_at).is_not(None),
+            col(InboxUpdate.processed_at) < utcnow() - older_than,
+        )
+    )
+    await session.commit()
+    return int(result.rowcount or 0)
+
+
+async def forget_user(session: AsyncSession, *, user_id: int) -> None:
+    """Delete the stored updates of one Telegram user (``/forget``; the caller commits)."""
+    rows = await session.exec(select(InboxUpdate))
+    for row in rows.all():
+        sender = user_of(row.payload)
+        if sender == user_id:
+            await session.delete(row)
 
 
 async def pending(session: AsyncSession, *, limit: int = 100) -> list[InboxUpdate]:

@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.campaign import inbox
 from bot.campaign.errors import InvalidInput
 from bot.db.models import Assignment, Volunteer, VolunteerDay
 from bot.db.types import utcnow
@@ -78,11 +79,12 @@ async def forget(session: AsyncSession, *, volunteer: Volunteer) -> None:
     """Delete the volunteer's personal data; their answers stay, anonymous, for the science.
 
     The Telegram id is replaced by a negative placeholder (so the same person starting again
-    is a new volunteer), the nickname, consent and daily activity are deleted, and open
-    assignments are closed.
+    is a new volunteer), the nickname, consent, daily activity and their stored updates are
+    deleted, and open assignments are closed.
     """
     assert volunteer.id is not None
     now = utcnow()
+    await inbox.forget_user(session, user_id=volunteer.telegram_user_id)
     volunteer.telegram_user_id = -volunteer.id
     volunteer.nickname = None
     volunteer.consent_at = None

@@ -5,8 +5,11 @@
 3. proposals: MedSAM with a configured checkpoint, else the labelled classical fallback, for every
    crop, scored against the phantom truth;
 4. proposal-aware crowd fusion on a simulated crowd, against majority vote;
-5. a summary and a contact sheet of crops (box yellow, proposal red, gold green).
-Later stages put volunteers in Telegram in front of the real crops, and add synthesis.
+5. virtual volunteers of mixed skill answer the real crops in Telegram: the real bot, through
+   the local Bot API emulator (consent, tutorial, gold feedback, accept/adjust/reject), with
+   online fusion retiring crops; their consensus is scored against the phantom truth;
+6. a summary and a contact sheet of crops (box yellow, proposal red, gold green).
+Synthesis joins in a later stage.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from bot.campaign.projects import ensure_campaign, summarise
 from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
 from bot.campaign.services import Services
 from bot.db import migrate
-from bot.db.models import Image, Proposal, Task
+from bot.db.models import Campaign, Image, Proposal, Task
 from bot.jobs.proposals import make_runner
 from bot.settings import Settings
+from bot.sim.crowdrun import Launcher, run_crowd
 from bot.sim.phantom import write_phantoms
 from bot.store import codecs
 from fusion.bench import available_methods, run_methods
@@ -139,8 +143,20 @@ def _score_against_truth(
     return scores
 
 
-async def run_demo(settings: Settings, *, n: int, seed: int) -> int:
-    """Run the demo under ``<data_dir>/demo`` (wiped first) and print its summary."""
+async def run_demo(
+    settings: Settings,
+    *,
+    n: int,
+    seed: int,
+    launch: Launcher | None = None,
+    volunteers: int = 12,
+) -> int:
+    """Run the demo under ``<data_dir>/demo`` (wiped first) and print its summary.
+
+    ``launch(settings, token, base_url, file_url)`` starts the Telegram bot against the emulator
+    (the CLI passes it in; ``bot.sim`` does not import the bot); without it the Telegram step is
+    skipped.
+    """
     started = time.perf_counter()
     root = settings.data_dir / "demo"
     _fresh_dir(root)
@@ -195,6 +211,24 @@ async def run_demo(settings: Settings, *, n: int, seed: int) -> int:
             rows = [(t, i, p) for t, i, p in (await session.exec(query)).all()]
         scores = _score_against_truth(services, rows, phantom_dir / "truth")
         _contact_sheet(services, [(t, p) for t, _, p in rows], root / "crops.png")
+        telegram: list[str] = []
+        if launch is not None:
+            async with services.sessionmaker() as session:
+                row = await session.get_one(Campaign, campaign.id)
+                row.tutorial_tasks, row.min_answers, row.max_answers = 1, 3, 6
+                session.add(row)
+                await session.commit()
+            assert campaign.id is not None
+            print("volunteers are answering in Telegram (emulated)...", flush=True)  # noqa: T201
+            telegram = await run_crowd(
+                services,
+                demo_settings,
+                campaign.id,
+                phantom_dir / "truth",
+                launch,
+                volunteers=volunteers,
+                seed=seed,
+            )
     finally:
         runner.close()
         await services.close()
@@ -202,6 +236,7 @@ async def run_demo(settings: Settings, *, n: int, seed: int) -> int:
     lines = _ingest_lines(report, manifest["n"], summary.images, summary.tasks)
     lines += _proposal_lines(run, scores)
     lines += fusion
+    lines += telegram
     lines += [
         f"ingest report               {root / 'ingest-report.json'}",
         f"contact sheet               {root / 'crops.png'} (box yellow, proposal red, gold green)",

@@ -36,6 +36,7 @@ DONE_MEMORY = 10_000
 MARK_SECONDS = 0.1
 MARK_BATCH = 64
 SWEEP_SECONDS = 2.0
+PURGE_ROUNDS = 6000  # about every 10 minutes
 
 
 class Intake:
@@ -196,11 +197,16 @@ class Intake:
 
     async def mark_loop(self) -> None:
         """Flush done-marks every ``MARK_SECONDS`` until stopped (and once more at the end)."""
+        rounds = 0
         try:
             while not self.stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=MARK_SECONDS)
                 await self.flush_marks()
+                rounds += 1
+                if rounds % PURGE_ROUNDS == 0:  # processed updates are kept a day, then deleted
+                    async with self.sessionmaker() as session:
+                        await inbox.purge(session)
         finally:
             await self.flush_marks()
 

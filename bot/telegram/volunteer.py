@@ -386,8 +386,9 @@ async def on_press(update: Update, context: BotContext) -> None:
         try:
             note = await _handle(context, session, volunteer, press, chat_id, message_id)
         except StaleTask as error:
-            await session.rollback()
+            await session.rollback()  # expires every loaded row: load the volunteer again
             await query.answer(texts.STALE.format(reason=error))
+            volunteer = await _me(session, update)
             await _serve_next(context, session, volunteer, chat_id, message_id)
             return
         except NoConsent:

@@ -274,6 +274,36 @@ async def test_forget_keeps_answers_anonymous(
         assert again.id != row.id  # starting again is a new volunteer
 
 
+async def test_inbox_keeps_no_names(session: AsyncSession) -> None:
+    person = {
+        "id": 42,
+        "is_bot": False,
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "username": "ann",
+        "language_code": "en",
+    }
+    payload = {
+        "update_id": 9,
+        "message": {
+            "message_id": 1,
+            "date": 1,
+            "text": "/start",
+            "from": person,
+            "chat": {"id": 42, "type": "private", "first_name": "Ann", "username": "ann"},
+        },
+    }
+    await inbox.store_updates(session, [payload])
+    row = (await session.exec(select(InboxUpdate))).one()
+    assert "Ann" not in str(row.payload)
+    assert "ann" not in str(row.payload)
+    assert row.payload["message"]["from"] == {"id": 42, "is_bot": False, "first_name": ""}
+    assert row.payload["message"]["text"] == "/start"
+    from telegram import Update
+
+    assert Update.de_json(row.payload, None).effective_user.id == 42  # type: ignore[union-attr]
+
+
 async def test_inbox_stores_each_update_once(session: AsyncSession) -> None:
     payloads = [{"update_id": i, "message": {"text": str(i)}} for i in (5, 6, 6, 7)]
     assert await inbox.store_updates(session, payloads) == [5, 6, 7]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sqlmodel import col, func, select
 
-from bot.db.models import Answer, GoldScore, Verdict, Volunteer
+from bot.db.models import Answer, Assignment, GoldScore, Task, TaskStatus, Verdict, Volunteer
 from bot.settings import Settings
 from bot.sim.chat import Event, VirtualUser
 from bot.sim.volunteers import VirtualVolunteer, profile
@@ -272,3 +272,28 @@ async def test_help_pause_and_resume(world: World) -> None:
     assert "Paused" in (await user.next_event("sendMessage")).params["text"]
     await user.send("/resume")
     assert "on again" in (await user.next_event("sendMessage")).params["text"]
+
+
+async def test_a_press_on_a_crop_retired_meanwhile_moves_on(world: World) -> None:
+    volunteer = await _joined(world, 711)
+    user = volunteer.user
+    while "Practice" in (volunteer.screen.get("caption") or "") or "Next ▶️" in [
+        b[0] for b in user.buttons(volunteer.screen)
+    ]:
+        await volunteer.answer()  # past the tutorial, to a real crop
+    token = next(d for _, d in user.buttons(volunteer.screen) if d.startswith("a:")).split(":")[1]
+    async with world.services.sessionmaker() as session:
+        assignment = (await session.exec(select(Assignment).where(Assignment.token == token))).one()
+        task = await session.get_one(Task, assignment.task_id)
+        task.status = TaskStatus.RETIRED  # the crowd finished it while this volunteer looked
+        session.add(task)
+        await session.commit()
+    await volunteer._press("✅ Accept")
+    await toast(user, "already finished")
+    fresh = await volunteer._await_screen()
+    assert fresh.message is not None
+    new_token = next(d for _, d in user.buttons(fresh.message) if ":" in d).split(":")[1]
+    assert new_token != token
+    async with world.services.sessionmaker() as session:
+        stored = (await session.exec(select(Answer).where(Answer.task_id == task.id))).all()
+    assert all(a.volunteer_id != assignment.volunteer_id for a in stored)
