@@ -203,8 +203,13 @@ async def submit(
         daily_goal=campaign.daily_goal,
         gold_dice=gold_dice,
     )
+    # The answer is stored for good before fusion runs. Fusion and retirement then run under
+    # the campaign's lock in a transaction of their own: the lock is always taken before any
+    # row lock, so two answers can never wait for each other (PostgreSQL) and a crash between
+    # the two commits loses nothing (the model is refitted from the answers on start).
+    await session.commit()
     decision = None
-    async with crowd.lock(campaign.id or 0):
+    async with crowd.lock(task.campaign_id):
         result = await crowd.add(
             session, campaign_id=task.campaign_id, task=task, answer=answer, mask=mask
         )
@@ -220,7 +225,7 @@ async def submit(
             if decision != "continue":
                 await _close(session, store, campaign, task, proposal, result, decision, now)
             session.add(task)
-    await session.commit()
+        await session.commit()
     return Submitted(answer, duplicate=False, gold=gold, decision=decision, day_counted=day_counted)
 
 

@@ -54,6 +54,9 @@ def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "postgresql" and "poolclass" not in kwargs:
+        # The bot runs up to 32 handlers at once, plus its intake and background loops.
+        kwargs = {"pool_size": 20, "max_overflow": 20, **kwargs}
     engine = create_async_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
