@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         "--volunteers",
         type=int,
         default=12,
-        help="virtual volunteers answering in (emulated) Telegram (default 12)",
+        help="virtual volunteers answering in (emulated) Telegram; 0 skips that step (default 12)",
     )
     return parser
 
@@ -251,7 +251,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         return asyncio.run(
             demo.run_demo(
-                settings, n=args.n, seed=args.seed, launch=_launch, volunteers=args.volunteers
+                settings,
+                n=args.n,
+                seed=args.seed,
+                launch=_launch if args.volunteers > 0 else None,
+                volunteers=args.volunteers,
             )
         )
     raise AssertionError(f"unhandled command {args.command}")

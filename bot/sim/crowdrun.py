@@ -67,7 +67,7 @@ async def run_crowd(
     launch: Launcher,
     *,
     volunteers: int = 12,
-    answers: int = 12,
+    answers: int = 20,
     seed: int = 0,
 ) -> list[str]:
     """Run the crowd and return the demo's report lines."""

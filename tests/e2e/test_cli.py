@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,7 +187,8 @@ def test_cli_db_upgrade_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_demo_runs_offline_and_prints_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--data-dir", str(tmp_path), "demo", "--n", "8", "--seed", "1"]) == 0
+    args = ["--data-dir", str(tmp_path), "demo", "--n", "8", "--seed", "1", "--volunteers", "4"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "MedCrowd demo campaign" in out
     assert "  ingested                  8" in out
@@ -205,8 +207,15 @@ def test_demo_runs_offline_and_prints_summary(
     assert (root / "crops.png").stat().st_size > 1000
     report = json.loads((root / "ingest-report.json").read_text())
     assert report["summary"]["duplicate"] == 1
-    # A second run starts afresh in its own folder.
-    assert main(["--data-dir", str(tmp_path), "demo", "--n", "4"]) == 0
+    assert "volunteers in Telegram      4 virtual volunteers" in out
+    answers = re.search(r"  answers +(\d+) in", out)
+    assert answers is not None
+    assert int(answers.group(1)) > 20
+    assert "crops retired/escalated" in out
+    assert "leaderboard #1" in out
+    # A second run starts afresh in its own folder (without the Telegram step).
+    assert main(["--data-dir", str(tmp_path), "demo", "--n", "4", "--volunteers", "0"]) == 0
+    assert "volunteers in Telegram" not in capsys.readouterr().out
 
 
 def test_demo_refuses_to_wipe_a_foreign_folder(
