@@ -55,7 +55,7 @@ async def _work(volunteer: VirtualVolunteer, answers: int) -> None:
         try:
             await volunteer.answer()
         except (LookupError, TimeoutError) as error:  # no crop left for them
-            logger.debug("volunteer %s stops: %s", volunteer.user.id, error)
+            logger.warning("volunteer %s stops: %s", volunteer.user.id, error)
             return
 
 

@@ -216,6 +216,7 @@ async def run_demo(
             async with services.sessionmaker() as session:
                 row = await session.get_one(Campaign, campaign.id)
                 row.tutorial_tasks, row.min_answers, row.max_answers = 1, 3, 6
+                row.answer_floor_seconds = 0.0  # virtual volunteers answer faster than people
                 session.add(row)
                 await session.commit()
             assert campaign.id is not None
