@@ -225,12 +225,13 @@ async def _medcrowd(args: argparse.Namespace, db: str, folder: Path) -> dict[str
         result = await _phase(list(users), args.answers, step, process.pid)
         burst = await asyncio.gather(*(join(50_000 + i) for i in range(args.burst)))
         result["burst"] = await _burst(list(burst), 10, step)
-        return result
     except BaseException:
         log.flush()
         tail = (folder / "bot.log").read_text(errors="replace").splitlines()[-60:]
         print("the MedCrowd bot's log ends with:\n" + "\n".join(tail), flush=True)
         raise
+    else:
+        return result
     finally:
         await _stop(process)
         await emulator.stop()
