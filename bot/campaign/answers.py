@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -110,7 +111,7 @@ async def submit(
     assignment: Assignment,
     verdict: Verdict,
     mask: Mask | None = None,
-    prompt_points: list[list[float]] | None = None,
+    prompt_points: list[Any] | None = None,
     now: dt.datetime | None = None,
 ) -> Submitted:
     """Store one answer and let everything that follows from it happen; commits.

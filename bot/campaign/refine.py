@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from bot.jobs.proposals import ProposerSpec, build_proposer
 from inference.fallback import FallbackProposer
+from inference.models import REGISTRY
 from inference.predictor import MedSamPredictor
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,13 @@ class Refiner:
         self.spec = spec
         self._proposer: MedSamPredictor | FallbackProposer | None = None
         self._lock = threading.Lock()
+
+    @property
+    def takes_points(self) -> bool:
+        """Whether the model was trained with point prompts (MedSAM was not: boxes only)."""
+        if self.spec.model == "fallback":
+            return True
+        return "points" in REGISTRY[self.spec.model].trained_prompts
 
     def _get(self) -> MedSamPredictor | FallbackProposer:
         with self._lock:

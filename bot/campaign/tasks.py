@@ -6,7 +6,9 @@ state lives on the assignment (``Assignment.adjust``), so it survives a restart:
 
 * ``mask``: store key of the working mask (None: still the proposal);
 * ``history``: earlier working masks, for Undo;
-* ``cells``: grid cells selected for tap-to-refine;
+* ``cells``: grid cells selected for tap-to-refine; ``tap``: what a tap does (``box``, ``pos``,
+  ``neg``); ``points``: tapped cells with their label (1 positive, 0 negative);
+* ``prompt``: the last box and points the decoder ran with (stored with the answer);
 * ``mode``: ``verdict``, ``menu``, ``choices`` or ``grid`` (what the keyboard shows).
 """
 
@@ -186,40 +188,112 @@ async def pick(
     session.add(assignment)
 
 
+TAP_MODES = ("box", "pos", "neg")
+
+
+async def set_tap(session: AsyncSession, *, assignment: Assignment, tap: str) -> None:
+    """What a tap on a grid cell does: extend the box, or add a positive / negative point.
+
+    Points are offered only with models trained on them (SAM, the fallback), never MedSAM.
+    """
+    if tap not in TAP_MODES:
+        raise InvalidInput(f"unknown tap mode {tap!r}")
+    assignment.adjust = {**assignment.adjust, "tap": tap, "mode": "grid"}
+    session.add(assignment)
+
+
 async def toggle_cell(session: AsyncSession, *, assignment: Assignment, cell: str) -> None:
-    """Select or unselect a grid cell (labels as ``render.cell_labels``)."""
+    """Tap a grid cell (labels as ``render.cell_labels``).
+
+    In box mode the cell is selected or unselected; in point mode a point at its centre is
+    added (label 1 for ``pos``, 0 for ``neg``) or, tapped again, removed.
+    """
     if cell not in render.cell_labels(render.GRID):
         raise InvalidInput(f"unknown grid cell {cell!r}")
-    cells = set(assignment.adjust.get("cells", []))
-    cells ^= {cell}
-    assignment.adjust = {**assignment.adjust, "cells": sorted(cells), "mode": "grid"}
+    state = dict(assignment.adjust)
+    tap = state.get("tap", "box")
+    if tap == "box":
+        cells = set(state.get("cells", []))
+        cells ^= {cell}
+        state["cells"] = sorted(cells)
+    else:
+        points = dict(state.get("points", {}))
+        if cell in points:
+            del points[cell]
+        else:
+            points[cell] = 1 if tap == "pos" else 0
+        state["points"] = points
+    state["mode"] = "grid"
+    assignment.adjust = state
     session.add(assignment)
+
+
+def _to_crop(assignment: Assignment, marked: Mask) -> tuple[npt.NDArray[np.int64], ...]:
+    """Pixels marked on the displayed crop, in the crop's own frame."""
+    return tuple(np.nonzero(unshown(assignment, marked)))
+
+
+def _cell_point(
+    assignment: Assignment, cell: str, hw: tuple[int, int]
+) -> tuple[float, float] | None:
+    """A cell's centre (x, y) in the crop's frame; None if the augmentation moved it out."""
+    x0, y0, x1, y1 = render.box_from_cells([cell], hw, render.GRID)
+    marked = np.zeros(hw, dtype=bool)
+    cy, cx = int((y0 + y1) / 2), int((x0 + x1) / 2)
+    marked[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2] = True
+    ys, xs = _to_crop(assignment, marked)
+    if ys.size == 0:
+        return None
+    return float(xs.mean()), float(ys.mean())
 
 
 async def refine_cells(
     session: AsyncSession, store: FileStore, refiner: Refiner, *, assignment: Assignment
 ) -> None:
-    """Re-run the decoder with the box the selected cells span (MedSAM's native prompt).
+    """Re-run the decoder on the grid taps: a box and, for models trained on them, points.
+
+    The box is the one the selected cells span (MedSAM's native prompt); with points only,
+    the current outline's box.
 
     Raises:
-        InvalidInput: no cell selected.
+        InvalidInput: no cell selected and no point tapped.
     """
-    cells = assignment.adjust.get("cells", [])
-    if not cells:
+    state = assignment.adjust
+    cells = state.get("cells", [])
+    taps = state.get("points", {})
+    if not cells and not taps:
         raise InvalidInput("tap the cells the structure covers first")
     task = await session.get_one(Task, assignment.task_id)
     crop = arrays.image(store, task.crop_key)
-    hw = crop.shape[:2]
-    x0, y0, x1, y1 = render.box_from_cells(cells, hw, render.GRID)
-    marked = np.zeros(hw, dtype=bool)
-    marked[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
-    region = unshown(assignment, marked)  # the box in the crop's own frame
-    ys, xs = np.nonzero(region)
-    if ys.size == 0:
-        raise InvalidInput("those cells are outside the image; pick others")
+    hw = (int(crop.shape[0]), int(crop.shape[1]))
+    if cells:
+        x0, y0, x1, y1 = render.box_from_cells(cells, hw, render.GRID)
+        marked = np.zeros(hw, dtype=bool)
+        marked[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+        ys, xs = _to_crop(assignment, marked)  # the box in the crop's own frame
+        if ys.size == 0:
+            raise InvalidInput("those cells are outside the image; pick others")
+    else:  # points only: around the current outline
+        _, _, proposal = await _task_and_proposal(session, store, assignment)
+        ys, xs = np.nonzero(working_mask(store, assignment, proposal))
+        if ys.size == 0:
+            ys, xs = np.array([0, hw[0] - 1]), np.array([0, hw[1] - 1])
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    mask = await refiner.refine(crop, box)
-    assignment.adjust = _set_working(store, assignment, mask, cells=[], mode="menu")
+    points = []
+    for cell, label in sorted(taps.items()):
+        centre = _cell_point(assignment, cell, hw)
+        if centre is not None:
+            points.append((centre[0], centre[1], int(label)))
+    mask = await refiner.refine(crop, box, points or None)
+    assignment.adjust = _set_working(
+        store,
+        assignment,
+        mask,
+        cells=[],
+        points={},
+        mode="menu",
+        prompt={"box": list(box), "points": [list(p) for p in points]},
+    )
     session.add(assignment)
 
 
@@ -231,9 +305,16 @@ async def undo(session: AsyncSession, *, assignment: Assignment) -> bool:
         return False
     state["mask"] = history.pop()
     state["history"] = history
+    state.pop("prompt", None)  # the earlier mask did not come from the last Redraw
     assignment.adjust = state
     session.add(assignment)
     return True
+
+
+def last_prompt(assignment: Assignment) -> list[Any]:
+    """The box and points of the last Redraw, as stored with an adjust answer ([] if none)."""
+    prompt = assignment.adjust.get("prompt")
+    return [prompt] if prompt else []
 
 
 def final_mask(store: FileStore, *, assignment: Assignment) -> Mask | None:

@@ -28,6 +28,7 @@ class Action(enum.StrEnum):
     PICK = "p"
     GRID = "g"
     CELL = "t"
+    TAP = "tm"
     REFINE = "f"
     UNDO = "z"
     DONE = "d"
@@ -127,15 +128,39 @@ def choices(token: str, names: list[str]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
-def grid(token: str, labels: list[str], cells: int, selected: set[str]) -> InlineKeyboardMarkup:
-    """The labelled grid as buttons (selected cells marked), then Redraw / Back."""
+def grid(
+    token: str,
+    labels: list[str],
+    cells: int,
+    selected: set[str],
+    *,
+    points: dict[str, int] | None = None,
+    tap: str = "box",
+    takes_points: bool = False,
+) -> InlineKeyboardMarkup:
+    """The labelled grid as buttons, then (for point-trained models) the tap mode, Redraw, Back.
+
+    Box cells show as ``●A1``, positive points as ``+A1``, negative points as ``-A1``.
+    """
+    points = points or {}
     rows = []
     for r in range(cells):
         row = []
         for label in labels[r * cells : (r + 1) * cells]:
-            text = f"●{label}" if label in selected else label
+            if label in points:
+                text = ("+" if points[label] else "-") + label
+            else:
+                text = f"●{label}" if label in selected else label
             row.append(_button(text, Action.CELL, token, label))
         rows.append(row)
+    if takes_points:
+        modes = (("box", texts.TAP_BOX), ("pos", texts.TAP_POSITIVE), ("neg", texts.TAP_NEGATIVE))
+        rows.append(
+            [
+                _button(f"· {name} ·" if mode == tap else name, Action.TAP, token, mode)
+                for mode, name in modes
+            ]
+        )
     rows.append(
         [_button(texts.REFINE, Action.REFINE, token), _button(texts.BACK, Action.BACK, token)]
     )

@@ -47,6 +47,13 @@ UNDO = "↩️ Undo"
 DONE = "✔️ Done"
 BACK = "⬅️ Back"
 REFINE = "🔄 Redraw"
+TAP_BOX = "▭ Box"
+TAP_POSITIVE = "🟢 Inside"
+TAP_NEGATIVE = "🔴 Outside"
+GRID_POINTS_HELP = (
+    "\nThis model also takes points: choose 🟢 Inside and tap cells inside the {structure}, "
+    "or 🔴 Outside and tap where it is not, then 🔄 Redraw."
+)
 GRID_HELP = (
     "Tap the cells the {structure} covers (tap again to unselect), then 🔄 Redraw. "
     "Selected: {cells}"

@@ -42,6 +42,7 @@ WORK_ACTIONS = frozenset(
         Action.PICK,
         Action.GRID,
         Action.CELL,
+        Action.TAP,
         Action.REFINE,
         Action.UNDO,
         Action.DONE,
@@ -157,17 +158,36 @@ async def _show_grid(
     context: BotContext, view: tasks.TaskView, chat_id: int, message_id: int | None
 ) -> Message | None:
     selected = set(view.adjust.get("cells", []))
+    points: dict[str, int] = dict(view.adjust.get("points", {}))
+    tap = str(view.adjust.get("tap", "box"))
+    takes_points = context.services.refiner.takes_points
     labels = render.cell_labels(render.GRID)
+    shown = selected | set(points)
+    caption = texts.GRID_HELP.format(
+        structure=view.structure,
+        cells=", ".join(
+            [*sorted(selected), *(("+" if v else "-") + k for k, v in sorted(points.items()))]
+        )
+        or "none",
+    )
+    if takes_points:
+        caption += texts.GRID_POINTS_HELP.format(structure=view.structure)
     return await _put_photo(
         context,
         chat_id=chat_id,
         message_id=message_id,
-        key=_photo_key(view, "grid:" + ",".join(sorted(selected))),
-        draw=lambda: render.grid_overlay(view.crop, view.working, selected=frozenset(selected)),
-        caption=texts.GRID_HELP.format(
-            structure=view.structure, cells=", ".join(sorted(selected)) or "none"
+        key=_photo_key(view, "grid:" + ",".join(sorted(shown))),
+        draw=lambda: render.grid_overlay(view.crop, view.working, selected=frozenset(shown)),
+        caption=caption,
+        markup=keyboards.grid(
+            view.token,
+            labels,
+            render.GRID,
+            selected,
+            points=points,
+            tap=tap,
+            takes_points=takes_points,
         ),
-        markup=keyboards.grid(view.token, labels, render.GRID, selected),
     )
 
 
@@ -481,6 +501,10 @@ async def _handle(
         await tasks.set_mode(session, assignment=assignment, mode="grid")
     elif action == Action.CELL:
         await tasks.toggle_cell(session, assignment=assignment, cell=press.arg)
+    elif action == Action.TAP:
+        if not services.refiner.takes_points and press.arg != "box":
+            raise InvalidInput("this model was trained with boxes only: select cells")
+        await tasks.set_tap(session, assignment=assignment, tap=press.arg)
     elif action == Action.REFINE:
         await tasks.refine_cells(session, services.store, services.refiner, assignment=assignment)
     elif action == Action.UNDO and not await tasks.undo(session, assignment=assignment):
@@ -531,6 +555,7 @@ async def _answer(
         assignment=assignment,
         verdict=verdict,
         mask=mask,  # type: ignore[arg-type]
+        prompt_points=tasks.last_prompt(assignment) if verdict == Verdict.ADJUST else None,
     )
     if submitted.duplicate:
         return texts.STORED_ALREADY

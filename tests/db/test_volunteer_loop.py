@@ -316,3 +316,33 @@ async def test_inbox_stores_each_update_once(session: AsyncSession) -> None:
     assert [r.update_id for r in await inbox.pending(session)] == [5]
     parked = (await session.exec(select(InboxUpdate).where(InboxUpdate.update_id == 7))).one()
     assert parked.error == "boom"
+
+
+async def test_point_taps_prompt_models_trained_on_points(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, campaign: Campaign
+) -> None:
+    refiner = Refiner(ProposerSpec())  # the fallback takes points; MedSAM does not
+    assert refiner.takes_points
+    assert not Refiner(ProposerSpec(model="medsam_vit_b")).takes_points
+    async with sessionmaker() as session:
+        volunteer = await _volunteer(session, 41)
+        assignment = await routing.next_assignment(
+            session, volunteer=volunteer, rng=np.random.default_rng(6)
+        )
+        with pytest.raises(InvalidInput):
+            await tasks.set_tap(session, assignment=assignment, tap="lasso")
+        await tasks.set_tap(session, assignment=assignment, tap="pos")
+        await tasks.toggle_cell(session, assignment=assignment, cell="C3")
+        await tasks.toggle_cell(session, assignment=assignment, cell="C4")
+        await tasks.toggle_cell(session, assignment=assignment, cell="C4")  # tapped off again
+        await tasks.set_tap(session, assignment=assignment, tap="neg")
+        await tasks.toggle_cell(session, assignment=assignment, cell="A1")
+        assert assignment.adjust["points"] == {"C3": 1, "A1": 0}
+        assert assignment.adjust.get("cells", []) == []
+        await tasks.refine_cells(session, store, refiner, assignment=assignment)
+        prompt = tasks.last_prompt(assignment)
+        assert len(prompt) == 1
+        labels = sorted(p[2] for p in prompt[0]["points"])
+        assert labels == [0, 1]
+        assert assignment.adjust["points"] == {}
+        assert tasks.final_mask(store, assignment=assignment) is not None

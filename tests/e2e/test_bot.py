@@ -159,16 +159,25 @@ async def test_every_adjust_path_reaches_the_database(world: World) -> None:
     assert any("looser" in o for o in options)
     await volunteer._press(next(o for o in options if "tighter" in o))
     await volunteer._await_screen()
+    assert "✔️ Done" in [b[0] for b in user.buttons(volunteer.screen)]
+    await volunteer._press("↩️ Undo")  # back to the proposal: nothing to submit again
+    await volunteer._await_screen()
+    assert "✔️ Done" not in [b[0] for b in user.buttons(volunteer.screen)]
     await volunteer._press("Tap the grid")
     grid = await volunteer._await_screen()
     assert "Tap the cells" in grid.params["media"]["caption"]
-    for cell in ("B2", "B3", "C2", "C3"):
+    await volunteer._press("🟢 Inside")  # the fallback proposer also takes points
+    await volunteer._await_screen()
+    await volunteer._press("C3")
+    await volunteer._await_screen()
+    assert "+C3" in [b[0] for b in user.buttons(volunteer.screen)]
+    await volunteer._press("▭ Box")
+    await volunteer._await_screen()
+    for cell in ("B2", "B3", "C2"):
         await volunteer._press(cell)
         await volunteer._await_screen()
-    assert "●C3" in [b[0] for b in user.buttons(volunteer.screen)]
+    assert "●C2" in [b[0] for b in user.buttons(volunteer.screen)]
     await volunteer._press("🔄")
-    await volunteer._await_screen()
-    await volunteer._press("↩️ Undo")  # back to the tighter option
     await volunteer._await_screen()
     await volunteer._press("⬅️ Back")  # to the verdict buttons, then Adjust again: state kept
     await volunteer._await_screen()
@@ -181,6 +190,8 @@ async def test_every_adjust_path_reaches_the_database(world: World) -> None:
     assert last is not None
     assert last.verdict is Verdict.ADJUST
     assert last.mask_key is not None
+    assert last.prompt_points  # the box and the point of the last Redraw
+    assert [p[2] for p in last.prompt_points[0]["points"]] == [1]
 
 
 async def test_stale_buttons_are_answered_and_move_the_volunteer_on(world: World) -> None:
