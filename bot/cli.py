@@ -173,8 +173,12 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    for noisy in ("httpx", "alembic", "aiosqlite", "asyncio"):
+    # httpx logs the token-bearing URL of every request at INFO: WARNING at least, always.
+    for noisy in ("httpx", "httpcore", "alembic", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # At DEBUG, python-telegram-bot logs every request and raw update (names, texts): never
+    # below INFO, whatever the level asked for.
+    logging.getLogger("telegram").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

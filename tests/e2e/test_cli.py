@@ -281,3 +281,21 @@ def test_cli_bench_fusion_writes_every_method(
     bad.write_text('{"volunteer_mix": {"genius": 1.0}}')
     assert main(["bench", "fusion", "--scenario", str(bad), "--out", str(out)]) == 2
     assert "unknown names" in capsys.readouterr().err
+
+
+def test_debug_logging_never_shows_raw_updates_or_requests() -> None:
+    import logging
+
+    from bot.cli import _configure_logging
+
+    root = logging.getLogger()
+    before = root.level
+    try:
+        _configure_logging("DEBUG")
+        for name in ("telegram", "telegram.ext.ExtBot", "httpx", "httpcore"):
+            assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)  # URLs hold the token
+    finally:
+        root.setLevel(before)
+        for name in ("telegram", "httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
