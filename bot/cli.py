@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from bot.campaign.boxes import parse_boxes, parse_grid
 from bot.campaign.errors import MedCrowdError
+from bot.campaign.export import ExportReport, export_campaign
 from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
 from bot.campaign.projects import ensure_campaign, get_campaign
 from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
@@ -132,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         "--methods",
         help="comma-separated subset (default: ours, the baselines and every installed peer)",
     )
+
+    ex = sub.add_parser(
+        "export",
+        help="write a campaign's dataset zip (masks, COCO RLE, NIfTI, answers, datasheet)",
+        description="Export a campaign's finished crops as a dataset zip.",
+    )
+    ex.add_argument("--project", required=True, help="campaign name")
+    ex.add_argument("--out", type=Path, help="folder for the zip (default <data dir>/exports)")
 
     sub.add_parser(
         "run",
@@ -249,6 +258,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "bench":
         return _bench_fusion(args)
+    if args.command == "export":
+        exported = asyncio.run(_export(args, settings))
+        print(  # noqa: T201
+            f"exported {exported.crops} crops ({exported.gold} gold) of {exported.images} images "
+            f"and {exported.answers} answers to {exported.path} ({exported.bytes / 1e6:.1f} MB)"
+        )
+        return 0
     if args.command == "run":
         asyncio.run(_run(settings))
         return 0
@@ -288,6 +304,19 @@ async def _launch(
     finally:
         stop.set()
         await task
+        await services.close()
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> ExportReport:
+    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    services = Services.from_settings(settings)
+    try:
+        async with services.sessionmaker() as session:
+            campaign = await get_campaign(session, args.project)
+            return await export_campaign(
+                session, services.store, campaign, args.out or settings.data_dir / "exports"
+            )
+    finally:
         await services.close()
 
 

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,20 @@ def test_cli_phantom_then_ingest_writes_report(
         main(["--data-dir", str(data), "propose", "--project", "cli-test", "--workers", "0"]) == 0
     )
     assert "0 proposals written" in capsys.readouterr().out
+    # Export: nothing is finished yet, so only the expert gold crops are annotated.
+    out_dir = tmp_path / "exports"
+    assert (
+        main(["--data-dir", str(data), "export", "--project", "cli-test", "--out", str(out_dir)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "exported 0 crops" in printed
+    (archive_path,) = out_dir.glob("cli-test-*.zip")
+    with zipfile.ZipFile(archive_path) as archive:
+        coco = json.loads(archive.read("coco.json"))
+    assert len(coco["images"]) == 6
+    assert {a["source"] for a in coco["annotations"]} == {"gold"}
+    assert main(["--data-dir", str(data), "export", "--project", "nope"]) == 2
 
 
 def test_cli_grid_boxes(tmp_path: Path) -> None:

@@ -1,0 +1,366 @@
+"""The finished dataset: one zip with images, consensus masks, COCO RLE, answers and a datasheet.
+
+Layout of ``<campaign>-<timestamp>.zip``::
+
+    images/<image_id>.png        the normalised, de-identified source images
+    masks/<image_id>.png         every finished crop's consensus pasted into its image (union)
+    probs/<task_id>.png          fusion's probability map per finished crop (crop frame, 8 bit)
+    volumes/<volume>.nii.gz      for 3D sources: the slices' masks stacked back into a volume
+    coco.json                    COCO instances: one annotation per finished crop, RLE in the
+                                 image frame (uncompressed ``counts``, column-major, as COCO)
+    answers.csv                  every raw answer, with pseudonymous volunteer ids
+    volunteers.csv               per pseudonym: answers, gold answers and accuracy, points
+    datasheet.md / .json         counts, rules, model ids, consensus and proposal quality on gold
+
+Only crops whose consensus is final (retired or escalated) are exported; gold crops contribute
+their expert mask to ``coco.json`` marked ``"source": "gold"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign import arrays
+from bot.campaign.crops import CropTransform, mask_to_image
+from bot.campaign.crowd import proposal_of
+from bot.db.models import (
+    Answer,
+    Campaign,
+    Consensus,
+    GoldScore,
+    Image,
+    Task,
+    TaskKind,
+    TaskStatus,
+)
+from bot.db.types import utcnow
+from bot.store import codecs
+from bot.store.files import FileStore
+from inference.prediction import dice
+
+logger = logging.getLogger(__name__)
+
+Mask = npt.NDArray[np.bool_]
+
+
+def coco_rle(mask: Mask) -> dict[str, Any]:
+    """COCO's uncompressed RLE of an (H, W) mask: run lengths in column-major order, from 0s."""
+    flat = np.asarray(mask, dtype=np.uint8).flatten(order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def pseudonym(volunteer_id: int) -> str:
+    """A stable pseudonymous id for exports (never the Telegram id)."""
+    return "v" + hashlib.blake2b(f"volunteer:{volunteer_id}".encode(), digest_size=5).hexdigest()
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote."""
+
+    path: Path
+    images: int
+    crops: int
+    gold: int
+    answers: int
+    bytes: int
+
+
+def _png(mask: Mask) -> bytes:
+    return codecs.encode_mask(mask)
+
+
+def _csv(rows: list[list[Any]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
+async def export_campaign(
+    session: AsyncSession, store: FileStore, campaign: Campaign, out_dir: Path
+) -> ExportReport:
+    """Write the campaign's dataset zip under ``out_dir``; returns what it holds."""
+    assert campaign.id is not None
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    path = out_dir / f"{campaign.name}-{stamp}.zip"
+    images = {
+        image.id: image
+        for image in (
+            await session.exec(select(Image).where(Image.campaign_id == campaign.id))
+        ).all()
+    }
+    finished = (
+        await session.exec(
+            select(Task, Consensus)
+            .join(Consensus, col(Consensus.task_id) == col(Task.id))
+            .where(Task.campaign_id == campaign.id)
+            .order_by(col(Task.id))
+        )
+    ).all()
+    gold_tasks = (
+        await session.exec(
+            select(Task).where(
+                Task.campaign_id == campaign.id,
+                col(Task.kind) != TaskKind.REAL,
+                col(Task.gold_mask_key).is_not(None),
+            )
+        )
+    ).all()
+    answers = (
+        await session.exec(
+            select(Answer, Task.image_id)
+            .join(Task, col(Task.id) == Answer.task_id)
+            .where(Task.campaign_id == campaign.id)
+            .order_by(col(Answer.id))
+        )
+    ).all()
+    gold_scores = (
+        await session.exec(
+            select(GoldScore.volunteer_id, func.count(), func.avg(GoldScore.dice))
+            .join(Task, col(Task.id) == GoldScore.task_id)
+            .where(Task.campaign_id == campaign.id)
+            .group_by(col(GoldScore.volunteer_id))
+        )
+    ).all()
+    model_ids: set[str] = set()
+    coco: dict[str, Any] = {
+        "info": {"description": f"MedCrowd campaign {campaign.name}", "date_created": stamp},
+        "categories": [{"id": 1, "name": campaign.structure}],
+        "images": [],
+        "annotations": [],
+    }
+    union: dict[int, Mask] = {}
+    volumes: dict[str, dict[int, Mask]] = defaultdict(dict)
+    proposal_on_gold: list[float] = []
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for image_id, image in sorted(images.items()):
+            assert image_id is not None
+            archive.writestr(f"images/{image_id}.png", store.get(image.file_key))
+            coco["images"].append(
+                {
+                    "id": image_id,
+                    "file_name": f"images/{image_id}.png",
+                    "width": image.width,
+                    "height": image.height,
+                }
+            )
+        rows: list[tuple[Task, Mask, str, float | None]] = []
+        for task, consensus in finished:
+            if task.status == TaskStatus.OPEN:
+                continue  # a refit may have written a consensus; only final ones are exported
+            rows.append(
+                (task, arrays.mask(store, consensus.mask_key), "crowd", consensus.confidence)
+            )
+            if consensus.prob_key:
+                archive.writestr(f"probs/{task.id}.png", store.get(consensus.prob_key))
+        for task in gold_tasks:
+            assert task.gold_mask_key is not None
+            assert task.id is not None
+            truth = arrays.mask(store, task.gold_mask_key)
+            rows.append((task, truth, "gold", None))
+            proposal = await proposal_of(session, task_id=task.id)
+            if proposal is not None:
+                model_ids.add(proposal.model_id)
+                proposal_on_gold.append(dice(arrays.mask(store, proposal.mask_key), truth))
+        for n, (task, mask_crop, source, confidence) in enumerate(rows, start=1):
+            image = images[task.image_id]
+            t = CropTransform(task.crop_x0, task.crop_y0, task.crop_side, task.crop_out)
+            full = mask_to_image(mask_crop, t, image.width, image.height)
+            union[task.image_id] = union.get(task.image_id, np.zeros_like(full)) | full
+            if image.volume_hash and image.slice_index is not None:
+                volumes[image.volume_hash][image.slice_index] = union[task.image_id]
+            ys, xs = np.nonzero(full)
+            bbox = (
+                [
+                    int(xs.min()),
+                    int(ys.min()),
+                    int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1),
+                ]
+                if ys.size
+                else [0, 0, 0, 0]
+            )
+            coco["annotations"].append(
+                {
+                    "id": n,
+                    "image_id": task.image_id,
+                    "category_id": 1,
+                    "task_id": task.id,
+                    "source": source,
+                    "confidence": confidence,
+                    "segmentation": coco_rle(full),
+                    "area": int(full.sum()),
+                    "bbox": bbox,
+                    "iscrowd": 0,
+                }
+            )
+        for image_id, mask in sorted(union.items()):
+            archive.writestr(f"masks/{image_id}.png", _png(mask))
+        for volume_hash, slices in sorted(volumes.items()):
+            archive.writestr(
+                f"volumes/{volume_hash[:16]}.nii.gz", _nifti(images, volume_hash, slices)
+            )
+        archive.writestr("coco.json", json.dumps(coco))
+        archive.writestr(
+            "answers.csv",
+            _csv(
+                [
+                    [
+                        "answer_id",
+                        "task_id",
+                        "image_id",
+                        "volunteer",
+                        "verdict",
+                        "has_mask",
+                        "seconds_taken",
+                        "agreement",
+                        "points",
+                        "created_at",
+                    ]
+                ]
+                + [
+                    [
+                        a.id,
+                        a.task_id,
+                        image_id,
+                        pseudonym(a.volunteer_id),
+                        a.verdict.value,
+                        int(a.mask_key is not None),
+                        a.seconds_taken,
+                        a.agreement,
+                        a.points,
+                        a.created_at.isoformat(),
+                    ]
+                    for a, image_id in answers
+                ]
+            ),
+        )
+        per_volunteer: dict[int, list[Any]] = defaultdict(lambda: [0, 0, None, 0])
+        for a, _ in answers:
+            per_volunteer[a.volunteer_id][0] += 1
+            per_volunteer[a.volunteer_id][3] += a.points
+        for volunteer_id, count, mean in gold_scores:
+            per_volunteer[volunteer_id][1] = int(count)
+            per_volunteer[volunteer_id][2] = None if mean is None else round(float(mean), 4)
+        archive.writestr(
+            "volunteers.csv",
+            _csv(
+                [["volunteer", "answers", "gold_answers", "gold_accuracy", "points"]]
+                + [[pseudonym(v), *values] for v, values in sorted(per_volunteer.items())]
+            ),
+        )
+        crowd_on_gold = await _consensus_on_gold(session, store, gold_tasks)
+        crowd_crops = len([r for r in rows if r[2] == "crowd"])
+        sheet = {
+            "campaign": campaign.name,
+            "structure": campaign.structure,
+            "exported_at": stamp,
+            "images": len(images),
+            "finished_crops": crowd_crops,
+            "gold_crops": len(gold_tasks),
+            "answers": len(answers),
+            "volunteers": len(per_volunteer),
+            "rules": {
+                "min_answers": campaign.min_answers,
+                "max_answers": campaign.max_answers,
+                "retire_confidence": campaign.retire_confidence,
+                "gold_rate": campaign.gold_rate,
+                "crop_size": campaign.crop_size,
+                "crop_margin": campaign.crop_margin,
+            },
+            "proposal_models": sorted(model_ids),
+            "proposal_dice_on_gold": _mean(proposal_on_gold),
+            "consensus_dice_on_gold": _mean(crowd_on_gold),
+        }
+        archive.writestr("datasheet.json", json.dumps(sheet, indent=2))
+        archive.writestr("datasheet.md", _datasheet_md(sheet))
+    report = ExportReport(
+        path=path,
+        images=len(images),
+        crops=crowd_crops,
+        gold=len(gold_tasks),
+        answers=len(answers),
+        bytes=path.stat().st_size,
+    )
+    logger.info("exported campaign %s to %s", campaign.name, path)
+    return report
+
+
+async def _consensus_on_gold(
+    session: AsyncSession, store: FileStore, gold_tasks: Any
+) -> list[float]:
+    """Dice of the crowd's consensus on gold crops that have one (crowd quality, measured)."""
+    scores = []
+    for task in gold_tasks:
+        found = await session.exec(select(Consensus).where(Consensus.task_id == task.id))
+        consensus = found.first()
+        if consensus is not None and task.gold_mask_key:
+            scores.append(
+                dice(arrays.mask(store, consensus.mask_key), arrays.mask(store, task.gold_mask_key))
+            )
+    return scores
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _nifti(images: dict[Any, Image], volume_hash: str, slices: dict[int, Mask]) -> bytes:
+    """The masks of one 3D source stacked by slice index (missing slices empty), as .nii.gz."""
+    import gzip
+
+    import nibabel as nib
+
+    members = [i for i in images.values() if i.volume_hash == volume_hash]
+    count = max([i.slice_count or 0 for i in members] + [max(slices) + 1 if slices else 0])
+    height, width = members[0].height, members[0].width
+    volume = np.zeros((width, height, count), dtype=np.uint8)  # NIfTI order: x, y, z
+    for index, mask in slices.items():
+        volume[:, :, index] = mask.T
+    image = nib.Nifti1Image(volume, affine=np.eye(4))
+    return gzip.compress(image.to_bytes(), mtime=0)
+
+
+def _datasheet_md(sheet: dict[str, Any]) -> str:
+    rules = sheet["rules"]
+    return "\n".join(
+        [
+            f"# Datasheet: {sheet['campaign']}",
+            "",
+            f"* structure: {sheet['structure']}; exported {sheet['exported_at']}",
+            f"* {sheet['images']} images, {sheet['finished_crops']} crops with a final crowd "
+            f"consensus, {sheet['gold_crops']} expert gold crops",
+            f"* {sheet['answers']} answers from {sheet['volunteers']} volunteers (pseudonymous)",
+            f"* rules: {rules['min_answers']}-{rules['max_answers']} answers per crop, retire at "
+            f"confidence {rules['retire_confidence']}, gold rate {rules['gold_rate']}",
+            f"* proposal models: {', '.join(sheet['proposal_models']) or 'none'}",
+            f"* proposal Dice on gold: {sheet['proposal_dice_on_gold']}",
+            f"* consensus Dice on gold: {sheet['consensus_dice_on_gold']}",
+            "",
+            "Masks are in each image's frame; `coco.json` holds one annotation per crop "
+            "(RLE, column-major, uncompressed counts).",
+            "",
+        ]
+    )
