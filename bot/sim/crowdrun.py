@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from bot.campaign import arrays
 from bot.campaign.crowd import proposal_of
 from bot.campaign.leaderboard import leaderboard
 from bot.campaign.services import Services
-from bot.db.models import Consensus, Task, TaskKind, TaskStatus
+from bot.db.models import Answer, Consensus, Task, TaskKind, TaskStatus
 from bot.db.types import utcnow
 from bot.settings import Settings
 from bot.sim.emulator import BotApiEmulator, Limits
@@ -141,13 +142,21 @@ async def _report(
             consensus_dice.append(dice(arrays.mask(services.store, consensus.mask_key), truth))
             proposal_dice.append(dice(arrays.mask(services.store, proposal.mask_key), truth))
         board = await leaderboard(session, period="all", volunteer_id=None, limit=3, now=utcnow())
+        stored = (
+            await session.exec(
+                select(func.count())
+                .select_from(Answer)
+                .join(Task, col(Task.id) == Answer.task_id)
+                .where(Task.campaign_id == campaign_id)
+            )
+        ).one()
     answered = sum(v.answers for v in crowd)
     lines = [
         f"volunteers in Telegram      {len(crowd)} virtual volunteers via the Bot API emulator "
         f"({', '.join(f'{n} {p}' for p, n in sorted(Counter(map(str, profiles)).items()))})",
-        f"  answers                   {answered} in {seconds:.1f} s ("
+        f"  answers                   {stored} stored in {seconds:.1f} s ("
         + ", ".join(f"{k} {n}" for k, n in sorted(verdicts.items()))
-        + ")",
+        + f" pressed; {answered - stored} landed on crops finished meanwhile)",
         f"  crops retired/escalated   {statuses.get(TaskStatus.RETIRED, 0)} / "
         f"{statuses.get(TaskStatus.ESCALATED, 0)} of {sum(statuses.values())} real crops",
     ]

@@ -8,7 +8,8 @@
 5. virtual volunteers of mixed skill answer the real crops in Telegram: the real bot, through
    the local Bot API emulator (consent, tutorial, gold feedback, accept/adjust/reject), with
    online fusion retiring crops; their consensus is scored against the phantom truth;
-6. a summary and a contact sheet of crops (box yellow, proposal red, gold green).
+6. the dataset export (images, masks, COCO RLE, answers, datasheet);
+7. a summary and a contact sheet of crops (box yellow, proposal red, gold green).
 Synthesis joins in a later stage.
 """
 
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from bot.campaign.boxes import gold_for_box, parse_boxes
 from bot.campaign.crops import CropTransform, mask_to_crop
+from bot.campaign.export import export_campaign
 from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
 from bot.campaign.projects import ensure_campaign, summarise
 from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
@@ -230,6 +232,9 @@ async def run_demo(
                 volunteers=volunteers,
                 seed=seed,
             )
+        async with services.sessionmaker() as session:
+            row = await session.get_one(Campaign, campaign.id)
+            exported = await export_campaign(session, services.store, row, root / "exports")
     finally:
         runner.close()
         await services.close()
@@ -238,6 +243,10 @@ async def run_demo(
     lines += _proposal_lines(run, scores)
     lines += fusion
     lines += telegram
+    lines += [
+        f"dataset export              {exported.crops} crowd + {exported.gold} gold crops, "
+        f"{exported.answers} answers: {exported.path} (COCO RLE, masks, NIfTI, datasheet)",
+    ]
     lines += [
         f"ingest report               {root / 'ingest-report.json'}",
         f"contact sheet               {root / 'crops.png'} (box yellow, proposal red, gold green)",

@@ -223,11 +223,13 @@ def test_demo_runs_offline_and_prints_summary(
     report = json.loads((root / "ingest-report.json").read_text())
     assert report["summary"]["duplicate"] == 1
     assert "volunteers in Telegram      4 virtual volunteers" in out
-    answers = re.search(r"  answers +(\d+) in", out)
+    answers = re.search(r"  answers +(\d+) stored in", out)
     assert answers is not None
     assert int(answers.group(1)) > 20
     assert "crops retired/escalated" in out
     assert "leaderboard #1" in out
+    assert "dataset export" in out
+    assert list((tmp_path / "demo" / "exports").glob("*.zip"))
     # A second run starts afresh in its own folder (without the Telegram step).
     assert main(["--data-dir", str(tmp_path), "demo", "--n", "4", "--volunteers", "0"]) == 0
     assert "volunteers in Telegram" not in capsys.readouterr().out
