@@ -226,7 +226,8 @@ async def submit(
             )
             task.priority = _priority(result, campaign.min_answers)
             if decision != "continue":
-                await _close(session, store, campaign, task, proposal, result, decision, now)
+                trust = crowd.trust(task.campaign_id)
+                await _close(session, store, campaign, task, proposal, result, decision, now, trust)
             session.add(task)
         await session.commit()
     return Submitted(answer, duplicate=False, gold=gold, decision=decision, day_counted=day_counted)
@@ -248,8 +249,12 @@ async def _close(
     result: CropResult,
     decision: Decision,
     now: dt.datetime,
+    trust: dict[int, float],
 ) -> None:
-    """Retire or escalate a crop: write its consensus and credit every answer on it."""
+    """Retire or escalate a crop: write its consensus and credit every answer on it.
+
+    Points are scaled by ``trust`` (1 - fusion's spammer score per volunteer).
+    """
     assert task.id is not None
     task.status = TaskStatus.RETIRED if decision == "retire" else TaskStatus.ESCALATED
     found = await session.exec(select(Consensus).where(Consensus.task_id == task.id))
@@ -279,5 +284,6 @@ async def _close(
         difficulty=float(1.0 - result.accept_probability),
         floor_seconds=campaign.answer_floor_seconds,
         now=now,
+        trust=trust,
     )
     logger.info("task %s %s after %d answers", task.id, task.status.value, result.answers)

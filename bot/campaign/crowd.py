@@ -127,6 +127,13 @@ class Crowd:
             result = model.result(task.id)
         return result
 
+    def trust(self, campaign_id: int) -> dict[int, float]:
+        """Volunteer id -> 1 - spammer score, as fusion has learned it (the campaign's model)."""
+        model = self.models.get(campaign_id)
+        if model is None:
+            return {}
+        return {r.volunteer: 1.0 - r.spammer_score for r in model.volunteers()}
+
     def decide(
         self,
         campaign_id: int,

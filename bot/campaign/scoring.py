@@ -349,6 +349,7 @@ async def credit_answers(
     difficulty: float,
     floor_seconds: float,
     now: dt.datetime,
+    trust: dict[int, float] | None = None,
 ) -> list[Answer]:
     """Pay the delayed credit of answers whose crop's consensus (or gold) is now known.
 
@@ -363,6 +364,9 @@ async def credit_answers(
         difficulty: how hard the crop was, in [0, 1].
         floor_seconds: the campaign's ``answer_floor_seconds``.
         now: the credit time, timezone-aware.
+        trust: volunteer id -> how far fusion believes their answers depend on the truth, in
+            [0, 1] (1 - spammer score); points are scaled by it, so an "always accept" clicker
+            who agrees by chance earns little. The stored ``agreement`` stays unscaled.
 
     Returns:
         The answers credited by this call, by id.
@@ -382,10 +386,12 @@ async def credit_answers(
     answers = list(result.all())
     if not answers:
         return []
+    trust = trust or {}
     points = [
         points_for(
             verdict=answer.verdict,
-            agreement=agreements[answer.id or 0],
+            agreement=agreements[answer.id or 0]
+            * min(max(trust.get(answer.volunteer_id, 1.0), 0.0), 1.0),
             difficulty=difficulty,
             seconds_taken=answer.seconds_taken,
             floor_seconds=floor_seconds,

@@ -194,6 +194,25 @@ async def test_credit_answers_pays_once_and_updates_volunteer(session: AsyncSess
     assert volunteer.badges == ["first-answer"]
 
 
+async def test_credit_answers_scales_points_by_trust(session: AsyncSession) -> None:
+    honest = await _volunteer(session, 11)
+    clicker = await _volunteer(session, 12)  # fusion found their accepts independent of truth
+    tasks = await _tasks(session, 2)
+    mine = await _answers(session, honest, tasks[:1])
+    theirs = await _answers(session, clicker, tasks[1:])
+    agreements = {_id(mine[0]): 1.0, _id(theirs[0]): 1.0}
+    credited = await credit_answers(
+        session,
+        agreements=agreements,
+        difficulty=0.0,
+        floor_seconds=0.0,
+        now=NOW,
+        trust={_id(honest): 1.0, _id(clicker): 0.1},
+    )
+    assert [a.points for a in credited] == [10, 1]
+    assert [a.agreement for a in credited] == [1.0, 1.0]  # agreement itself stays unscaled
+
+
 async def test_credit_answers_awards_gold_and_fixer_badges(session: AsyncSession) -> None:
     volunteer = await _volunteer(session, 1)
     tasks = await _tasks(session, 10)

@@ -141,6 +141,10 @@ async def test_answers_are_stored_once_and_crops_retire_with_credit(
             assert all(a.agreement is not None for a in credited)
         gold = (await session.exec(select(func.count()).select_from(GoldScore))).one()
         assert gold >= 5  # everyone did the tutorial crop
+        trust = crowd.trust(campaign.id or 0)  # what scales their points at retirement
+        assert len(trust) == 5
+        assert all(0.0 <= t <= 1.0 for t in trust.values())
+        assert crowd.trust(-1) == {}
         points = (await session.exec(select(func.sum(Volunteer.points)))).one()
         assert points is not None
         assert points > 0
