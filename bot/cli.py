@@ -334,7 +334,12 @@ async def _run(settings: Settings) -> None:
         flood_rate=settings.flood_rate,
         flood_burst=settings.flood_burst,
     )
-    handlers = bot_services(services, spec_from(settings), digest_seconds=settings.digest_seconds)
+    handlers = bot_services(
+        services,
+        spec_from(settings),
+        digest_seconds=settings.digest_seconds,
+        admins=settings.admin_ids,
+    )
     webhook = secret = None
     if settings.webhook_url:
         if settings.webhook_secret is None:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         None, description="Run batch jobs on Ray: 'local' or a cluster address (ray://host:port)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    admins: str = Field(
+        "", description="Comma-separated numeric Telegram user ids of the bot's administrators."
+    )
     # Ingest safety caps: a hostile upload must not exhaust memory or disk.
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (or slice stack) accepted, in pixels."
@@ -83,6 +86,19 @@ class Settings(BaseSettings):
         description="Largest expanded/compressed ratio of a zip or gzip entry over 1 MiB.",
     )
     max_archive_entries: int = Field(20_000, ge=1, description="Most entries in one zip upload.")
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_ids(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if not part.isdigit():
+                raise ValueError(f"admins: {part!r} is not a numeric Telegram user id")
+        return value
+
+    @property
+    def admin_ids(self) -> frozenset[int]:
+        """The administrators' Telegram user ids."""
+        return frozenset(int(p) for p in self.admins.split(",") if p.strip())
 
     @field_validator("log_level")
     @classmethod

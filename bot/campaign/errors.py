@@ -29,3 +29,7 @@ class NoConsent(MedCrowdError):
 
 class NoWork(MedCrowdError):
     """No crop is open for this volunteer right now."""
+
+
+class NotAllowed(MedCrowdError):
+    """The user's role does not allow this action."""

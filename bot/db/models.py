@@ -197,6 +197,9 @@ class Volunteer(SQLModel, table=True):
     level: int = 1
     badges: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     paused: bool = Field(default=False, description="no pushes (digests, reminders)")
+    current_campaign_id: int | None = Field(
+        default=None, foreign_key="campaign.id", description="a coordinator's working campaign"
+    )
     forgotten: bool = Field(default=False, description="personal data deleted by /forget")
     created_at: dt.datetime = _ts()
 
@@ -251,6 +254,17 @@ class VolunteerDay(SQLModel, table=True):
     answers: int = 0
     gold_answers: int = 0
     gold_dice_sum: float = 0.0
+
+
+class AuditEntry(SQLModel, table=True):
+    """A privileged action and who did it (coordinators and admins)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor_telegram_id: int = Field(sa_type=sa.BigInteger, index=True)
+    action: str = Field(max_length=40)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    created_at: dt.datetime = _ts()
 
 
 class Consensus(SQLModel, table=True):

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.sim.wire import (
+    MAX_DOCUMENT_BYTES,
     MAX_PHOTO_BYTES,
     MAX_PHOTO_RATIO,
     MAX_PHOTO_SIDES,
+    ApiError,
     Json,
     bad_request,
     image_size,
@@ -78,6 +80,30 @@ class MediaStore:
         self._files[stored.file_id] = stored
         self._paths[stored.file_path] = stored.file_id
         return [stored.photo_size()]
+
+    def store_document(self, data: bytes, name: str) -> Json:
+        """Store any file (<= 50 MB, a bot's upload limit) and return its Document object."""
+        if not data:
+            raise bad_request("file must be non-empty")
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise ApiError(413, "Request Entity Too Large")
+        number = len(self._files) + 1
+        stored = StoredFile(
+            file_id=f"BQACAgIAAx{number:08d}",
+            file_unique_id="AgAD" + hashlib.sha256(data).hexdigest()[:16],
+            file_path=f"documents/file_{number}_{name}",
+            data=data,
+            width=0,
+            height=0,
+        )
+        self._files[stored.file_id] = stored
+        self._paths[stored.file_path] = stored.file_id
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_name": name,
+            "file_size": len(data),
+        }
 
     def get(self, file_id: str) -> StoredFile:
         """A stored file; Telegram's 400 for an unknown file_id."""

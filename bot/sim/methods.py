@@ -75,6 +75,7 @@ class BotApiMethods:
             "getWebhookInfo": self._get_webhook_info,
             "sendMessage": self._send_message,
             "sendPhoto": self._send_photo,
+            "sendDocument": self._send_document,
             "sendMediaGroup": self._send_media_group,
             "sendChatAction": self._send_chat_action,
             "editMessageText": self._edit_message_text,
@@ -137,6 +138,19 @@ class BotApiMethods:
         _set(content, "reply_markup", check_markup(p.get("reply_markup")))
         message = self._send(chat_id, content, p)
         self._emit(chat_id, "sendMessage", p, message)
+        return message
+
+    async def _send_document(self, p: Json, f: dict[str, bytes]) -> Json:
+        chat_id = self._chat_id(p)
+        if "document" not in f:
+            raise bad_request("there is no document in the request")
+        content: Json = {}
+        _set(content, "caption", check_caption(_text(p, "caption", p.get("parse_mode"))))
+        content["document"] = self.emu.media.store_document(
+            f["document"], str(p.get("filename") or "document")
+        )
+        message = self._send(chat_id, content, p)
+        self._emit(chat_id, "sendDocument", p, message, f)
         return message
 
     async def _send_photo(self, p: Json, f: dict[str, bytes]) -> Json:

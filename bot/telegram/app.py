@@ -31,7 +31,7 @@ from bot.campaign.flood import FloodGate
 from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
 from bot.jobs.proposals import ProposerSpec
-from bot.telegram import texts, volunteer
+from bot.telegram import coordinator, texts, volunteer
 from bot.telegram.context import BotApplication, BotContext, BotServices
 from bot.telegram.intake import ALLOWED_UPDATES, Intake
 from bot.telegram.transport import AiohttpRequest
@@ -93,8 +93,19 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         ("leaderboard", volunteer.on_leaderboard),
         ("me", volunteer.on_profile),
     ]
+    commands += [
+        ("grant", coordinator.on_grant),
+        ("revoke", coordinator.on_grant),
+        ("projects", coordinator.on_projects),
+        ("rules", coordinator.on_rules),
+        ("campaign", coordinator.on_campaign),
+        ("export", coordinator.on_export),
+    ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, callback, filters=filters.ChatType.PRIVATE))
+    app.add_handler(
+        CallbackQueryHandler(coordinator.on_use_press, pattern=f"^{coordinator.USE_PREFIX}")
+    )
     app.add_handler(CallbackQueryHandler(volunteer.on_press))
     app.add_handler(
         MessageHandler(
@@ -105,9 +116,16 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
     return app
 
 
-def bot_services(services: Services, spec: ProposerSpec, *, digest_seconds: float) -> BotServices:
+def bot_services(
+    services: Services,
+    spec: ProposerSpec,
+    *,
+    digest_seconds: float,
+    admins: frozenset[int] = frozenset(),
+) -> BotServices:
     """The handlers' services from the application's."""
     return BotServices(
+        admins=admins,
         sessionmaker=services.sessionmaker,
         store=services.store,
         crowd=Crowd(services.store),

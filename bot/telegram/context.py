@@ -30,6 +30,7 @@ class BotServices:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
     photos: dict[str, str] = field(default_factory=dict)
     digest_seconds: float = 3600.0
+    admins: frozenset[int] = frozenset()
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):

@@ -67,6 +67,7 @@ async def running_bot(
     limits: Limits | None = None,
     digest_seconds: float = 3600.0,
     flood: tuple[float, float] = (50.0, 50.0),
+    admins: frozenset[int] = frozenset(),
 ) -> AsyncIterator[World]:
     """The emulator and the real bot (polling) in this event loop; stops both on exit."""
     emulator = await BotApiEmulator(limits=limits).start()
@@ -80,7 +81,7 @@ async def running_bot(
         flood_rate=flood[0],
         flood_burst=flood[1],
     )
-    handlers = bot_services(services, ProposerSpec(), digest_seconds=digest_seconds)
+    handlers = bot_services(services, ProposerSpec(), digest_seconds=digest_seconds, admins=admins)
     stop = asyncio.Event()
     task = asyncio.create_task(run_bot(options, handlers, stop=stop))
     async with services.sessionmaker() as session:

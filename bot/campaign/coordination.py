@@ -1,0 +1,174 @@
+"""Coordinator use cases: roles, the audit log, campaigns' rules and status.
+
+Admins come from the settings (numeric Telegram ids); admins grant and revoke the coordinator
+(and expert) role. Every privileged use case checks the actor's role itself, whatever button or
+command led there, and writes an audit entry with the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign import cache
+from bot.campaign.errors import CampaignNotFound, InvalidInput, NotAllowed
+from bot.campaign.volunteers import volunteer_for
+from bot.db.models import AuditEntry, Campaign, CampaignStatus, Role, Volunteer
+
+logger = logging.getLogger(__name__)
+
+PRIVILEGED = (Role.COORDINATOR, Role.ADMIN)
+# What /rules may change: name -> (type, lowest, highest).
+RULES: dict[str, tuple[type, float, float]] = {
+    "min_answers": (int, 1, 50),
+    "max_answers": (int, 1, 100),
+    "retire_confidence": (float, 0.5, 1.0),
+    "gold_rate": (float, 0.0, 0.9),
+    "crop_size": (int, 64, 2048),
+    "tutorial_tasks": (int, 0, 20),
+    "daily_goal": (int, 1, 500),
+    "lease_seconds": (int, 10, 86400),
+    "answer_floor_seconds": (float, 0.0, 30.0),
+}
+
+
+def role_of(volunteer: Volunteer, admins: Iterable[int]) -> Role:
+    """The volunteer's effective role (admins by settings outrank any stored role)."""
+    if volunteer.telegram_user_id in set(admins):
+        return Role.ADMIN
+    return volunteer.role
+
+
+def require(volunteer: Volunteer, admins: Iterable[int], *roles: Role) -> None:
+    """Raise ``NotAllowed`` unless the volunteer has one of ``roles`` (admins always pass)."""
+    role = role_of(volunteer, admins)
+    if role != Role.ADMIN and role not in roles:
+        raise NotAllowed("this is for coordinators only")
+
+
+async def audit(
+    session: AsyncSession,
+    actor: Volunteer,
+    action: str,
+    campaign_id: int | None = None,
+    **detail: Any,
+) -> None:
+    """Write one audit entry (the caller commits)."""
+    session.add(
+        AuditEntry(
+            actor_telegram_id=actor.telegram_user_id,
+            action=action,
+            campaign_id=campaign_id,
+            detail=detail,
+        )
+    )
+    logger.info("audit: %s by %s %s", action, actor.telegram_user_id, detail)
+
+
+async def set_role(
+    session: AsyncSession, actor: Volunteer, admins: Iterable[int], target: int, role: Role
+) -> Volunteer:
+    """Admins only: give the Telegram user ``target`` a role (volunteer revokes)."""
+    require(actor, admins)  # admins only
+    if role == Role.ADMIN:
+        raise InvalidInput("admins are set in the settings (MEDCROWD_ADMINS), not granted")
+    person = await volunteer_for(session, telegram_user_id=target)
+    person.role = role
+    session.add(person)
+    await audit(session, actor, "set_role", target=target, role=role.value)
+    return person
+
+
+async def campaigns(session: AsyncSession) -> list[Campaign]:
+    """Every campaign, oldest first."""
+    return list((await session.exec(select(Campaign).order_by(col(Campaign.id)))).all())
+
+
+async def use(
+    session: AsyncSession, actor: Volunteer, admins: Iterable[int], campaign_id: int
+) -> Campaign:
+    """Make a campaign the coordinator's working campaign."""
+    require(actor, admins, *PRIVILEGED)
+    campaign = await session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignNotFound(f"no campaign #{campaign_id}")
+    actor.current_campaign_id = campaign.id
+    session.add(actor)
+    await audit(session, actor, "use", campaign.id)
+    return campaign
+
+
+async def working(session: AsyncSession, actor: Volunteer, admins: Iterable[int]) -> Campaign:
+    """The coordinator's working campaign (the only one, if they never chose)."""
+    require(actor, admins, *PRIVILEGED)
+    if actor.current_campaign_id is not None:
+        campaign = await session.get(Campaign, actor.current_campaign_id)
+        if campaign is not None:
+            return campaign
+    every = await campaigns(session)
+    if len(every) == 1:
+        return every[0]
+    raise InvalidInput("choose a campaign first: /projects")
+
+
+def rules_of(campaign: Campaign) -> dict[str, Any]:
+    """The campaign's current rules."""
+    return {name: getattr(campaign, name) for name in RULES}
+
+
+async def set_rules(
+    session: AsyncSession,
+    actor: Volunteer,
+    admins: Iterable[int],
+    campaign: Campaign,
+    changes: dict[str, str],
+) -> dict[str, Any]:
+    """Change rules from ``name=value`` strings; all or nothing, each validated.
+
+    Raises:
+        InvalidInput: an unknown rule, a value of the wrong type or out of range, or
+            ``min_answers`` above ``max_answers``.
+    """
+    require(actor, admins, *PRIVILEGED)
+    parsed: dict[str, Any] = {}
+    for name, raw in changes.items():
+        if name not in RULES:
+            raise InvalidInput(f"unknown rule {name!r}; rules: {', '.join(RULES)}")
+        kind, lowest, highest = RULES[name]
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise InvalidInput(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+        if not lowest <= value <= highest:
+            raise InvalidInput(f"{name} must be between {lowest:g} and {highest:g}, got {raw}")
+        parsed[name] = value
+    merged = {**rules_of(campaign), **parsed}
+    if merged["min_answers"] > merged["max_answers"]:
+        raise InvalidInput("min_answers cannot exceed max_answers")
+    for name, value in parsed.items():
+        setattr(campaign, name, value)
+    session.add(campaign)
+    await audit(session, actor, "set_rules", campaign.id, **parsed)
+    cache.clear()  # every process reads the new rules at once (this one) or within seconds
+    return merged
+
+
+async def set_status(
+    session: AsyncSession,
+    actor: Volunteer,
+    admins: Iterable[int],
+    campaign: Campaign,
+    status: CampaignStatus,
+) -> None:
+    """Pause, resume (active) or close a campaign."""
+    require(actor, admins, *PRIVILEGED)
+    if campaign.status == CampaignStatus.CLOSED and status != CampaignStatus.CLOSED:
+        raise InvalidInput("a closed campaign stays closed")
+    campaign.status = status
+    session.add(campaign)
+    await audit(session, actor, "set_status", campaign.id, status=status.value)
+    cache.clear()

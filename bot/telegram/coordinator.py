@@ -1,0 +1,167 @@
+"""The coordinator's commands (issue 6, first part): roles, campaigns, rules, status, export.
+
+Thin handlers: every privileged check happens in ``bot.campaign.coordination`` with the user who
+sent the command or pressed the button, so a coordinator's keyboard seen by someone else is
+refused there too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
+
+from bot.campaign import coordination
+from bot.campaign.errors import MedCrowdError
+from bot.campaign.export import export_campaign
+from bot.campaign.volunteers import volunteer_for
+from bot.db.models import CampaignStatus, Role, Volunteer
+from bot.telegram.context import BotContext
+
+MAX_DOCUMENT = 50 * 1000 * 1000  # Telegram's upload limit for bots
+USE_PREFIX = "cu:"
+STATUSES = {
+    "pause": CampaignStatus.PAUSED,
+    "resume": CampaignStatus.ACTIVE,
+    "close": CampaignStatus.CLOSED,
+}
+
+
+async def _actor(context: BotContext, update: Update) -> tuple[Volunteer, frozenset[int]]:
+    assert update.effective_user is not None
+    async with context.services.sessionmaker() as session:
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        await session.commit()
+    return actor, context.services.admins
+
+
+async def _reply(update: Update, context: BotContext, text: str) -> None:
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, text)
+
+
+async def on_grant(update: Update, context: BotContext) -> None:
+    """/grant TELEGRAM_ID [coordinator|expert], /revoke TELEGRAM_ID (admins only)."""
+    assert update.effective_message is not None
+    words = (update.effective_message.text or "").split()
+    revoke = words[0].startswith("/revoke")
+    if len(words) < 2 or not words[1].isdigit():
+        await _reply(
+            update, context, "usage: /grant TELEGRAM_ID [coordinator|expert] or /revoke TELEGRAM_ID"
+        )
+        return
+    role = Role.VOLUNTEER if revoke else Role(words[2] if len(words) > 2 else "coordinator")
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        await coordination.set_role(session, actor, context.services.admins, int(words[1]), role)
+        await session.commit()
+    await _reply(update, context, f"{words[1]} is now {role.value}")
+
+
+async def on_projects(update: Update, context: BotContext) -> None:
+    """/projects: every campaign, with a button to work on it."""
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        coordination.require(actor, context.services.admins, *coordination.PRIVILEGED)
+        every = await coordination.campaigns(session)
+        await session.commit()
+    if not every:
+        await _reply(update, context, "No campaign yet: ingest images first (medcrowd ingest).")
+        return
+    lines = [f"#{c.id} {c.name} ({c.structure}, {c.status.value})" for c in every]
+    buttons = [
+        [InlineKeyboardButton(f"Use {c.name}", callback_data=f"{USE_PREFIX}{c.id}")] for c in every
+    ]
+    assert update.effective_chat is not None
+    await context.bot.send_message(
+        update.effective_chat.id, "\n".join(lines), reply_markup=InlineKeyboardMarkup(buttons)
+    )
+
+
+async def on_use_press(update: Update, context: BotContext) -> None:
+    """A "Use" button: checked against whoever pressed it."""
+    query = update.callback_query
+    assert query is not None
+    campaign_id = int((query.data or "0:0").split(":")[1])
+    try:
+        async with context.services.sessionmaker() as session:
+            actor = await volunteer_for(session, telegram_user_id=query.from_user.id)
+            campaign = await coordination.use(session, actor, context.services.admins, campaign_id)
+            await session.commit()
+    except MedCrowdError as error:
+        await query.answer(str(error), show_alert=True)
+        return
+    await query.answer(f"Working on {campaign.name}")
+
+
+async def on_rules(update: Update, context: BotContext) -> None:
+    """/rules [name=value ...]: show (and change) the working campaign's rules."""
+    assert update.effective_message is not None
+    pairs = (update.effective_message.text or "").split()[1:]
+    changes = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            await _reply(update, context, f"write rules as name=value, got {pair!r}")
+            return
+        changes[name] = value
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.working(session, actor, context.services.admins)
+        if changes:
+            rules = await coordination.set_rules(
+                session, actor, context.services.admins, campaign, changes
+            )
+        else:
+            rules = coordination.rules_of(campaign)
+        await session.commit()
+    text = "\n".join([f"Rules of {campaign.name}:"] + [f"{k} = {v}" for k, v in rules.items()])
+    await _reply(update, context, text)
+
+
+async def on_campaign(update: Update, context: BotContext) -> None:
+    """/campaign pause|resume|close: the working campaign's status."""
+    assert update.effective_message is not None
+    words = (update.effective_message.text or "").split()
+    if len(words) != 2 or words[1] not in STATUSES:
+        await _reply(update, context, "usage: /campaign pause|resume|close")
+        return
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.working(session, actor, context.services.admins)
+        await coordination.set_status(
+            session, actor, context.services.admins, campaign, STATUSES[words[1]]
+        )
+        await session.commit()
+    await _reply(update, context, f"{campaign.name} is now {campaign.status.value}")
+
+
+async def on_export(update: Update, context: BotContext) -> None:
+    """/export: the working campaign's dataset zip, as a document (or its path if too big)."""
+    services = context.services
+    async with services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.working(session, actor, services.admins)
+        await coordination.audit(session, actor, "export", campaign.id)
+        folder = Path(tempfile.mkdtemp(prefix="medcrowd-export-"))
+        report = await export_campaign(session, services.store, campaign, folder)
+        await session.commit()
+    assert update.effective_chat is not None
+    caption = (
+        f"{campaign.name}: {report.crops} finished crops, {report.gold} gold, "
+        f"{report.answers} answers"
+    )
+    if report.bytes <= MAX_DOCUMENT:
+        await context.bot.send_document(
+            update.effective_chat.id,
+            InputFile(report.path.read_bytes(), filename=report.path.name),
+            caption=caption,
+        )
+    else:
+        await _reply(update, context, f"{caption}; too big for Telegram, written to {report.path}")

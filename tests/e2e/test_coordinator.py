@@ -1,0 +1,114 @@
+"""The coordinator's commands through the emulator, and every refusal for a plain volunteer."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from bot.db.models import AuditEntry, Campaign, CampaignStatus
+from bot.settings import Settings
+from tests.helpers.bot import World, prepare, running_bot
+
+ADMIN, COORDINATOR, VOLUNTEER = 7001, 7002, 7003
+
+
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PTB_TIMEDELTA", "1")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("coordinator")
+    asyncio.run(prepare(root, n=4))
+    return root
+
+
+@pytest.fixture
+async def world(prepared: Path, tmp_path: Path) -> AsyncIterator[World]:
+    root = tmp_path / "world"
+    shutil.copytree(prepared, root)
+    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
+    async with running_bot(settings, admins=frozenset({ADMIN})) as world:
+        yield world
+
+
+async def _said(world: World, user_id: int, text: str) -> str:
+    user = world.emulator.user(user_id, "C")
+    await user.send(text)
+    return str((await user.next_event("sendMessage", "sendDocument")).params.get("text", ""))
+
+
+async def test_a_plain_volunteer_is_refused_every_privileged_command(world: World) -> None:
+    for command in (
+        "/grant 5 coordinator",
+        "/projects",
+        "/rules gold_rate=0.5",
+        "/campaign close",
+        "/export",
+    ):
+        reply = await _said(world, VOLUNTEER, command)
+        assert "coordinators only" in reply, command
+    async with world.services.sessionmaker() as session:
+        campaign = (await session.exec(select(Campaign))).one()
+        assert campaign.status == CampaignStatus.ACTIVE
+        assert campaign.gold_rate != 0.5
+
+
+async def test_admin_grants_and_the_coordinator_runs_the_campaign(world: World) -> None:
+    assert "now coordinator" in await _said(world, ADMIN, f"/grant {COORDINATOR} coordinator")
+    coordinator = world.emulator.user(COORDINATOR, "C")
+    await coordinator.send("/projects")
+    listing = await coordinator.next_event("sendMessage")
+    assert "phantoms" in listing.params["text"]
+    # A volunteer who sees the coordinator's keyboard and presses it is refused.
+    intruder = world.emulator.user(VOLUNTEER, "V")
+    data = coordinator.buttons(listing.message)[0][1]
+    world.emulator.open_callback_query("intrude", user_id=VOLUNTEER, chat_id=COORDINATOR)
+    await world.emulator.push_update(
+        {
+            "callback_query": {
+                "id": "intrude",
+                "from": intruder.user,
+                "chat_instance": "x",
+                "message": listing.message,
+                "data": data,
+            }
+        }
+    )
+    await coordinator.press("Use phantoms")
+    answers = []
+    for _ in range(2):
+        answers.append(await coordinator.next_event("answerCallbackQuery"))
+    texts = {a.params.get("callback_query_id"): a.params.get("text") for a in answers}
+    assert "coordinators only" in texts["intrude"]
+    assert any("Working on phantoms" in (t or "") for t in texts.values())
+    rules = await _said(world, COORDINATOR, "/rules")
+    assert "min_answers = 2" in rules
+    changed = await _said(world, COORDINATOR, "/rules gold_rate=0.2 min_answers=3")
+    assert "gold_rate = 0.2" in changed
+    assert "min_answers = 3" in changed
+    refused = await _said(world, COORDINATOR, "/rules min_answers=9")  # above max_answers 4
+    assert "cannot exceed" in refused
+    assert "between" in await _said(world, COORDINATOR, "/rules gold_rate=2")
+    assert "now paused" in await _said(world, COORDINATOR, "/campaign pause")
+    assert "now active" in await _said(world, COORDINATOR, "/campaign resume")
+    exporter = world.emulator.user(COORDINATOR, "C")
+    await exporter.send("/export")
+    document = await exporter.next_event("sendDocument", timeout=30)
+    with zipfile.ZipFile(io.BytesIO(document.upload("document"))) as archive:
+        assert json.loads(archive.read("coco.json"))["images"]
+    assert "now volunteer" in await _said(world, ADMIN, f"/revoke {COORDINATOR}")
+    assert "coordinators only" in await _said(world, COORDINATOR, "/rules")
+    async with world.services.sessionmaker() as session:
+        actions = [a.action for a in (await session.exec(select(AuditEntry))).all()]
+    assert actions.count("set_role") == 2
+    assert {"use", "set_rules", "set_status", "export"} <= set(actions)
