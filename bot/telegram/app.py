@@ -100,6 +100,7 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         ("rules", coordinator.on_rules),
         ("campaign", coordinator.on_campaign),
         ("export", coordinator.on_export),
+        ("status", coordinator.on_status),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, callback, filters=filters.ChatType.PRIVATE))

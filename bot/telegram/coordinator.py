@@ -7,12 +7,13 @@ refused there too.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
 
-from bot.campaign import coordination
+from bot.campaign import coordination, progress
 from bot.campaign.errors import MedCrowdError
 from bot.campaign.export import export_campaign
 from bot.campaign.volunteers import volunteer_for
@@ -139,6 +140,22 @@ async def on_campaign(update: Update, context: BotContext) -> None:
         )
         await session.commit()
     await _reply(update, context, f"{campaign.name} is now {campaign.status.value}")
+
+
+async def on_status(update: Update, context: BotContext) -> None:
+    """/status: the working campaign's chart and a short summary."""
+    services = context.services
+    async with services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.working(session, actor, services.admins)
+        numbers = await progress.progress(session, services.store, campaign)
+        await session.commit()
+    png = await asyncio.to_thread(progress.chart, numbers)
+    assert update.effective_chat is not None
+    await context.bot.send_photo(
+        update.effective_chat.id, InputFile(png, filename="status.png"), caption=numbers.text()
+    )
 
 
 async def on_export(update: Update, context: BotContext) -> None:
