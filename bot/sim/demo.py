@@ -36,6 +36,7 @@ from bot.campaign.boxes import gold_for_box, parse_boxes
 from bot.campaign.crops import CropTransform, mask_to_crop
 from bot.campaign.export import export_campaign
 from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
+from bot.campaign.progress import chart, progress
 from bot.campaign.projects import ensure_campaign, summarise
 from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
 from bot.campaign.services import Services
@@ -235,6 +236,8 @@ async def run_demo(
         async with services.sessionmaker() as session:
             row = await session.get_one(Campaign, campaign.id)
             exported = await export_campaign(session, services.store, row, root / "exports")
+            numbers = await progress(session, services.store, row)
+        (root / "status.png").write_bytes(chart(numbers))
     finally:
         runner.close()
         await services.close()
@@ -244,6 +247,7 @@ async def run_demo(
     lines += fusion
     lines += telegram
     lines += [
+        f"coordinator /status chart   {root / 'status.png'}",
         f"dataset export              {exported.crops} crowd + {exported.gold} gold crops, "
         f"{exported.answers} answers: {exported.path} (COCO RLE, masks, NIfTI, datasheet)",
     ]

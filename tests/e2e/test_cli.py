@@ -230,6 +230,7 @@ def test_demo_runs_offline_and_prints_summary(
     assert "leaderboard #1" in out
     assert "dataset export" in out
     assert list((tmp_path / "demo" / "exports").glob("*.zip"))
+    assert (tmp_path / "demo" / "status.png").stat().st_size > 1000
     # A second run starts afresh in its own folder (without the Telegram step).
     assert main(["--data-dir", str(tmp_path), "demo", "--n", "4", "--volunteers", "0"]) == 0
     assert "volunteers in Telegram" not in capsys.readouterr().out
