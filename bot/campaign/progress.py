@@ -195,7 +195,7 @@ def _bars(
 ) -> None:
     x0, y0, x1, y1 = box
     draw.text((x0, y0), label, fill=(40, 40, 50), font=font)  # type: ignore[arg-type]
-    top, bottom = y0 + 28, y1 - 22
+    top, bottom = y0 + 46, y1 - 22  # room for the title and the tallest bar's value
     highest = max([v for _, v in values] + [1])
     width = (x1 - x0) / max(len(values), 1)
     for i, (name, value) in enumerate(values):
