@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import cache
 from bot.campaign.errors import CampaignNotFound, InvalidInput, NotAllowed
+from bot.campaign.leaderboard import display_name
 from bot.campaign.volunteers import volunteer_for
-from bot.db.models import AuditEntry, Campaign, CampaignStatus, Role, Volunteer
+from bot.db.models import (
+    Answer,
+    AuditEntry,
+    Campaign,
+    CampaignStatus,
+    GoldScore,
+    Role,
+    Task,
+    Volunteer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,3 +184,97 @@ async def set_status(
     session.add(campaign)
     await audit(session, actor, "set_status", campaign.id, status=status.value)
     cache.clear()
+
+
+@dataclass(frozen=True)
+class VolunteerLine:
+    """One volunteer as a coordinator sees them (never their Telegram name)."""
+
+    volunteer_id: int
+    name: str
+    answers: int
+    gold_answers: int
+    gold_accuracy: float | None
+    points: int
+    banned: bool
+    paused: bool
+
+
+async def volunteer_lines(
+    session: AsyncSession, actor: Volunteer, admins: Iterable[int], campaign: Campaign
+) -> list[VolunteerLine]:
+    """Everyone who answered in the campaign, most accurate on gold first (no gold: last)."""
+    require(actor, admins, *PRIVILEGED)
+    rows = (
+        await session.exec(
+            select(Volunteer, func.count(col(Answer.id)))
+            .join(Answer, col(Answer.volunteer_id) == col(Volunteer.id))
+            .join(Task, col(Task.id) == Answer.task_id)
+            .where(Task.campaign_id == campaign.id)
+            .group_by(col(Volunteer.id))
+        )
+    ).all()
+    gold = {
+        v: (int(n), float(mean))
+        for v, n, mean in (
+            await session.exec(
+                select(GoldScore.volunteer_id, func.count(), func.avg(GoldScore.dice))
+                .join(Task, col(Task.id) == GoldScore.task_id)
+                .where(Task.campaign_id == campaign.id)
+                .group_by(col(GoldScore.volunteer_id))
+            )
+        ).all()
+    }
+    lines = []
+    for volunteer, answers in rows:
+        assert volunteer.id is not None
+        n, mean = gold.get(volunteer.id, (0, None))
+        lines.append(
+            VolunteerLine(
+                volunteer.id,
+                display_name(volunteer_id=volunteer.id, nickname=volunteer.nickname),
+                int(answers),
+                n,
+                mean,
+                volunteer.points,
+                volunteer.banned,
+                volunteer.paused,
+            )
+        )
+    return sorted(lines, key=lambda v: (v.gold_accuracy is None, -(v.gold_accuracy or 0.0)))
+
+
+async def set_banned(
+    session: AsyncSession, actor: Volunteer, admins: Iterable[int], volunteer_id: int, banned: bool
+) -> Volunteer:
+    """Ban (no more crops; answers stay) or unban a volunteer by row id."""
+    require(actor, admins, *PRIVILEGED)
+    target = await session.get(Volunteer, volunteer_id)
+    if target is None:
+        raise InvalidInput(f"no volunteer #{volunteer_id}")
+    target.banned = banned
+    session.add(target)
+    await audit(session, actor, "ban" if banned else "unban", volunteer=volunteer_id)
+    return target
+
+
+async def broadcast_targets(
+    session: AsyncSession, actor: Volunteer, admins: Iterable[int], campaign: Campaign
+) -> list[int]:
+    """Telegram ids of the campaign's volunteers who may be messaged (not paused or banned)."""
+    require(actor, admins, *PRIVILEGED)
+    rows = (
+        await session.exec(
+            select(Volunteer.telegram_user_id)
+            .join(Answer, col(Answer.volunteer_id) == col(Volunteer.id))
+            .join(Task, col(Task.id) == Answer.task_id)
+            .where(
+                Task.campaign_id == campaign.id,
+                col(Volunteer.paused).is_(False),
+                col(Volunteer.banned).is_(False),
+                col(Volunteer.forgotten).is_(False),
+            )
+            .distinct()
+        )
+    ).all()
+    return sorted(int(r) for r in rows if r > 0)

@@ -192,6 +192,8 @@ async def next_assignment(
     assert volunteer.id is not None
     if volunteer.consent_at is None or volunteer.forgotten:
         raise NoConsent("please agree to the terms first: send /start")
+    if volunteer.banned:
+        raise NoWork("your account is paused by the coordinators; no more crops, sorry")
     now = now or utcnow()
     held = await open_assignment(session, volunteer_id=volunteer.id, now=now)
     if held is not None:

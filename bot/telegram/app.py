@@ -101,6 +101,11 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         ("campaign", coordinator.on_campaign),
         ("export", coordinator.on_export),
         ("status", coordinator.on_status),
+        ("volunteers", coordinator.on_volunteers),
+        ("volunteer", coordinator.on_volunteers),
+        ("ban", coordinator.on_ban),
+        ("unban", coordinator.on_ban),
+        ("broadcast", coordinator.on_broadcast),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, callback, filters=filters.ChatType.PRIVATE))

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
+from telegram.error import TelegramError
 
 from bot.campaign import coordination, progress
 from bot.campaign.errors import MedCrowdError
@@ -156,6 +157,91 @@ async def on_status(update: Update, context: BotContext) -> None:
     await context.bot.send_photo(
         update.effective_chat.id, InputFile(png, filename="status.png"), caption=numbers.text()
     )
+
+
+async def on_volunteers(update: Update, context: BotContext) -> None:
+    """/volunteers: the most and least accurate on gold; /volunteer ID: one volunteer's card."""
+    assert update.effective_message is not None
+    words = (update.effective_message.text or "").split()
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.working(session, actor, context.services.admins)
+        lines = await coordination.volunteer_lines(
+            session, actor, context.services.admins, campaign
+        )
+        await session.commit()
+
+    def line(v: coordination.VolunteerLine) -> str:
+        accuracy = "no gold" if v.gold_accuracy is None else f"gold {v.gold_accuracy:.0%}"
+        flags = " (banned)" if v.banned else ""
+        return (
+            f"#{v.volunteer_id} {v.name}: {v.answers} answers, {accuracy} of {v.gold_answers}, "
+            f"{v.points} points{flags}"
+        )
+
+    if words[0].startswith("/volunteer") and not words[0].startswith("/volunteers"):
+        wanted = int(words[1]) if len(words) > 1 and words[1].isdigit() else -1
+        found = [v for v in lines if v.volunteer_id == wanted]
+        text = line(found[0]) if found else "usage: /volunteer ID (see /volunteers)"
+    elif not lines:
+        text = f"No answers in {campaign.name} yet."
+    else:
+        text = "\n".join(
+            [f"Most reliable in {campaign.name}:", *map(line, lines[:5])]
+            + (["Least reliable:", *map(line, lines[-5:][::-1])] if len(lines) > 5 else [])
+        )
+    await _reply(update, context, text)
+
+
+async def on_ban(update: Update, context: BotContext) -> None:
+    """/ban ID, /unban ID: stop (or restart) serving a volunteer crops; their answers stay."""
+    assert update.effective_message is not None
+    words = (update.effective_message.text or "").split()
+    if len(words) != 2 or not words[1].isdigit():
+        await _reply(update, context, "usage: /ban ID or /unban ID (ids from /volunteers)")
+        return
+    banned = words[0].startswith("/ban")
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        await coordination.set_banned(
+            session, actor, context.services.admins, int(words[1]), banned
+        )
+        await session.commit()
+    await _reply(update, context, f"volunteer #{words[1]} {'banned' if banned else 'unbanned'}")
+
+
+async def on_broadcast(update: Update, context: BotContext) -> None:
+    """/broadcast TEXT: to the campaign's volunteers who have not paused, with progress."""
+    assert update.effective_message is not None
+    assert update.effective_chat is not None
+    text = (update.effective_message.text or "").partition(" ")[2].strip()
+    if not text:
+        await _reply(update, context, "usage: /broadcast TEXT")
+        return
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.working(session, actor, context.services.admins)
+        targets = await coordination.broadcast_targets(
+            session, actor, context.services.admins, campaign
+        )
+        await coordination.audit(session, actor, "broadcast", campaign.id, recipients=len(targets))
+        await session.commit()
+    status = await context.bot.send_message(
+        update.effective_chat.id, f"Broadcasting to {len(targets)} volunteers..."
+    )
+    sent = failed = 0
+    for n, chat_id in enumerate(targets, start=1):
+        try:
+            await context.bot.send_message(chat_id, f"📢 {campaign.name}: {text}")
+            sent += 1
+        except TelegramError:  # blocked the bot, deleted the chat: skip them
+            failed += 1
+        if n % 25 == 0:
+            await status.edit_text(f"Broadcasting: {n} of {len(targets)}...")
+    await status.edit_text(f"Broadcast done: {sent} delivered, {failed} failed.")
 
 
 async def on_export(update: Update, context: BotContext) -> None:

@@ -10,11 +10,12 @@ import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from sqlmodel import select
 
-from bot.db.models import AuditEntry, Campaign, CampaignStatus
+from bot.db.models import AuditEntry, Campaign, CampaignStatus, Volunteer
 from bot.settings import Settings
 from tests.helpers.bot import World, prepare, running_bot
 
@@ -134,3 +135,52 @@ async def test_status_numbers_count_the_campaign(world: World) -> None:
     assert numbers.proposal_dice_on_gold is not None
     assert numbers.consensus_dice_on_gold is None
     assert chart(numbers)[:4] == b"\x89PNG"
+
+
+async def test_volunteers_ban_and_broadcast(world: World) -> None:
+    from bot.sim.volunteers import VirtualVolunteer, profile
+
+    crowd = []
+    for i in range(3):
+        rng = np.random.default_rng(i)
+        volunteer = VirtualVolunteer(
+            world.emulator.user(7100 + i, "V"), profile("good", rng), world.oracle, rng
+        )
+        await volunteer.join()
+        await volunteer.answer()
+        crowd.append(volunteer)
+    await crowd[2].user.send("/pause")  # no broadcasts for them
+    await crowd[2].user.next_event("sendMessage")
+    assert "volunteer #" not in await _said(world, VOLUNTEER, "/volunteers")  # refused
+    await _said(world, ADMIN, f"/grant {COORDINATOR} coordinator")
+    listing = await _said(world, COORDINATOR, "/volunteers")
+    assert "Most reliable in phantoms" in listing
+    assert "V" not in listing.split(":")[0]  # never a Telegram name
+    async with world.services.sessionmaker() as session:
+        paused = (
+            await session.exec(select(Volunteer).where(Volunteer.telegram_user_id == 7102))
+        ).one()
+    ids = [int(row.split()[0].lstrip("#")) for row in listing.splitlines()[1:]]
+    assert paused.id in ids
+    first_id = next(i for i in ids if i != paused.id)  # ban someone who is not paused
+    card = await _said(world, COORDINATOR, f"/volunteer {first_id}")
+    assert card.startswith(f"#{first_id} ")
+    assert "banned" in await _said(world, COORDINATOR, f"/ban {first_id}")
+    async with world.services.sessionmaker() as session:
+        banned = await session.get_one(Volunteer, first_id)
+        assert banned.banned
+    refused = await _said(world, banned.telegram_user_id, "/next")
+    assert "no more crops" in refused
+    coordinator = world.emulator.user(COORDINATOR, "C")
+    await coordinator.send("/broadcast New crops are in!")
+    started = await coordinator.next_event("sendMessage")
+    assert "Broadcasting to 1 volunteers" in started.params["text"]  # not paused, not banned
+    done = await coordinator.next_event("editMessageText", timeout=10)
+    assert "1 delivered" in done.params["text"]
+    received = [
+        v
+        for v in crowd
+        if any("New crops are in!" in (e.params.get("text") or "") for e in v.user.events)
+    ]
+    assert len(received) == 1
+    assert "unbanned" in await _said(world, COORDINATOR, f"/unban {first_id}")
