@@ -26,6 +26,7 @@ from bot.db.models import (
     Campaign,
     CampaignStatus,
     GoldScore,
+    Job,
     Role,
     Task,
     Volunteer,
@@ -278,3 +279,25 @@ async def broadcast_targets(
         )
     ).all()
     return sorted(int(r) for r in rows if r > 0)
+
+
+async def use_by_name(
+    session: AsyncSession, actor: Volunteer, admins: Iterable[int], name: str
+) -> Campaign:
+    """``use`` by the campaign's name."""
+    require(actor, admins, *PRIVILEGED)
+    found = await session.exec(select(Campaign).where(Campaign.name == name))
+    campaign = found.first()
+    if campaign is None:
+        raise CampaignNotFound(f"no campaign named {name!r}; see /projects")
+    assert campaign.id is not None
+    return await use(session, actor, admins, campaign.id)
+
+
+async def jobs(
+    session: AsyncSession, actor: Volunteer, admins: Iterable[int], limit: int = 10
+) -> list[Job]:
+    """The latest background jobs, newest first."""
+    require(actor, admins, *PRIVILEGED)
+    result = await session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit))
+    return list(result.all())

@@ -97,6 +97,8 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         ("grant", coordinator.on_grant),
         ("revoke", coordinator.on_grant),
         ("projects", coordinator.on_projects),
+        ("use", coordinator.on_use),
+        ("jobs", coordinator.on_jobs),
         ("rules", coordinator.on_rules),
         ("campaign", coordinator.on_campaign),
         ("export", coordinator.on_export),

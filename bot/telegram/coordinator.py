@@ -99,6 +99,41 @@ async def on_use_press(update: Update, context: BotContext) -> None:
     await query.answer(f"Working on {campaign.name}")
 
 
+async def on_use(update: Update, context: BotContext) -> None:
+    """/use NAME: make a campaign the working one."""
+    assert update.effective_message is not None
+    name = (update.effective_message.text or "").partition(" ")[2].strip()
+    if not name:
+        await _reply(update, context, "usage: /use NAME (see /projects)")
+        return
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.use_by_name(session, actor, context.services.admins, name)
+        await session.commit()
+    await _reply(update, context, f"Working on {campaign.name}")
+
+
+async def on_jobs(update: Update, context: BotContext) -> None:
+    """/jobs: the latest background jobs with their progress (and why a failed one failed)."""
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        rows = await coordination.jobs(session, actor, context.services.admins)
+        await session.commit()
+    if not rows:
+        await _reply(update, context, "No background jobs yet.")
+        return
+    lines = []
+    for job in rows:
+        done = f"{job.done}/{job.total}" if job.total is not None else f"{job.done}"
+        line = f"#{job.id} {job.kind}: {job.status.value}, {done}"
+        if job.error:
+            line += f" - {job.error[:200]}"
+        lines.append(line)
+    await _reply(update, context, "\n".join(lines))
+
+
 async def on_rules(update: Update, context: BotContext) -> None:
     """/rules [name=value ...]: show (and change) the working campaign's rules."""
     assert update.effective_message is not None

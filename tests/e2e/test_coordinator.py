@@ -93,6 +93,10 @@ async def test_admin_grants_and_the_coordinator_runs_the_campaign(world: World) 
     texts = {a.params.get("callback_query_id"): a.params.get("text") for a in answers}
     assert "coordinators only" in (texts["intrude"] or "")
     assert any("Working on phantoms" in (t or "") for t in texts.values())
+    assert "Working on phantoms" in await _said(world, COORDINATOR, "/use phantoms")
+    assert "no campaign named" in await _said(world, COORDINATOR, "/use nope")
+    jobs = await _said(world, COORDINATOR, "/jobs")
+    assert "proposals: done" in jobs  # the proposals job that prepared the campaign
     rules = await _said(world, COORDINATOR, "/rules")
     assert "min_answers = 2" in rules
     changed = await _said(world, COORDINATOR, "/rules gold_rate=0.2 min_answers=3")
