@@ -8,6 +8,7 @@ command led there, and writes an audit entry with the actor.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -301,3 +302,40 @@ async def jobs(
     require(actor, admins, *PRIVILEGED)
     result = await session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit))
     return list(result.all())
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{2,79}")
+
+
+async def create_campaign(
+    session: AsyncSession,
+    actor: Volunteer,
+    admins: Iterable[int],
+    *,
+    name: str,
+    structure: str,
+    instructions: str = "",
+) -> Campaign:
+    """A new campaign with default rules, which becomes the coordinator's working campaign.
+
+    Raises:
+        InvalidInput: a name that is not 3-80 of ``A-Z a-z 0-9 _ . -`` or is taken, or an
+            empty structure.
+    """
+    require(actor, admins, *PRIVILEGED)
+    if not NAME.fullmatch(name):
+        raise InvalidInput("a campaign name is 3-80 letters, digits, '_', '.' or '-', no spaces")
+    structure = " ".join(structure.split())
+    if not 1 <= len(structure) <= 80:
+        raise InvalidInput("name the structure to segment (1-80 characters), e.g. liver lesion")
+    taken = await session.exec(select(Campaign.id).where(Campaign.name == name))
+    if taken.first() is not None:
+        raise InvalidInput(f"a campaign named {name!r} exists; choose another name")
+    campaign = Campaign(name=name, structure=structure, instructions=instructions[:4000])
+    session.add(campaign)
+    await session.flush()
+    actor.current_campaign_id = campaign.id
+    session.add(actor)
+    await audit(session, actor, "create_campaign", campaign.id, name=name)
+    cache.clear()
+    return campaign

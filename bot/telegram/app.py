@@ -97,6 +97,7 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         ("grant", coordinator.on_grant),
         ("revoke", coordinator.on_grant),
         ("projects", coordinator.on_projects),
+        ("newproject", coordinator.on_newproject),
         ("use", coordinator.on_use),
         ("jobs", coordinator.on_jobs),
         ("rules", coordinator.on_rules),

@@ -99,6 +99,55 @@ async def on_use_press(update: Update, context: BotContext) -> None:
     await query.answer(f"Working on {campaign.name}")
 
 
+NEWPROJECT = "newproject"
+STEPS = (
+    ("name", "Name of the new campaign (letters, digits, _ . -; no spaces)?"),
+    ("structure", "Which structure do volunteers outline (e.g. liver lesion)?"),
+    ("instructions", "One or two sentences of instructions for volunteers (or - for none)?"),
+)
+
+
+async def on_newproject(update: Update, context: BotContext) -> None:
+    """/newproject: a short guided dialogue (name, structure, instructions); rules via /rules."""
+    actor, admins = await _actor(context, update)
+    coordination.require(actor, admins, *coordination.PRIVILEGED)
+    if context.user_data is not None:
+        context.user_data[NEWPROJECT] = {}
+    await _reply(update, context, STEPS[0][1])
+
+
+async def on_newproject_text(update: Update, context: BotContext) -> None:
+    """One answer of the /newproject dialogue."""
+    assert update.effective_message is not None
+    assert context.user_data is not None
+    answers: dict[str, str] = context.user_data[NEWPROJECT]
+    step = STEPS[len(answers)][0]
+    answers[step] = (update.effective_message.text or "").strip()
+    if len(answers) < len(STEPS):
+        await _reply(update, context, STEPS[len(answers)][1])
+        return
+    del context.user_data[NEWPROJECT]
+    async with context.services.sessionmaker() as session:
+        assert update.effective_user is not None
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        instructions = "" if answers["instructions"] == "-" else answers["instructions"]
+        campaign = await coordination.create_campaign(
+            session,
+            actor,
+            context.services.admins,
+            name=answers["name"],
+            structure=answers["structure"],
+            instructions=instructions,
+        )
+        await session.commit()
+    await _reply(
+        update,
+        context,
+        f"Created {campaign.name} ({campaign.structure}), now your working campaign. "
+        "Change its rules with /rules; add images with medcrowd ingest.",
+    )
+
+
 async def on_use(update: Update, context: BotContext) -> None:
     """/use NAME: make a campaign the working one."""
     assert update.effective_message is not None

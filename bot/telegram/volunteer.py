@@ -18,7 +18,7 @@ from bot.campaign.answers import Submitted, submit
 from bot.campaign.errors import InvalidInput, MedCrowdError, NoConsent, NoWork, StaleTask
 from bot.db.models import Assignment, TaskKind, Verdict, Volunteer
 from bot.db.types import utcnow
-from bot.telegram import keyboards, texts
+from bot.telegram import coordinator, keyboards, texts
 from bot.telegram.context import BotContext, BotServices
 from bot.telegram.keyboards import Action, Press
 
@@ -348,6 +348,9 @@ async def on_text(update: Update, context: BotContext) -> None:
     assert update.effective_chat is not None
     assert update.effective_message is not None
     user_data = context.user_data
+    if user_data is not None and coordinator.NEWPROJECT in user_data:
+        await coordinator.on_newproject_text(update, context)
+        return
     if user_data is None or not user_data.get(AWAITING_NICKNAME):
         await context.bot.send_message(update.effective_chat.id, texts.HELP)
         return

@@ -188,3 +188,21 @@ async def test_volunteers_ban_and_broadcast(world: World) -> None:
     ]
     assert len(received) == 1
     assert "unbanned" in await _said(world, COORDINATOR, f"/unban {first_id}")
+
+
+async def test_newproject_is_a_short_dialogue(world: World) -> None:
+    assert "coordinators only" in await _said(world, VOLUNTEER, "/newproject")
+    await _said(world, ADMIN, f"/grant {COORDINATOR} coordinator")
+    assert "Name of the new campaign" in await _said(world, COORDINATOR, "/newproject")
+    assert "Which structure" in await _said(world, COORDINATOR, "liver-2026")
+    assert "instructions" in await _said(world, COORDINATOR, "liver   lesion")
+    created = await _said(world, COORDINATOR, "Outline every lesion, not the vessels.")
+    assert "Created liver-2026 (liver lesion)" in created
+    assert "liver-2026" in await _said(world, COORDINATOR, "/rules")  # now the working campaign
+    await _said(world, COORDINATOR, "/newproject")
+    await _said(world, COORDINATOR, "liver-2026")
+    await _said(world, COORDINATOR, "kidney")
+    assert "exists" in await _said(world, COORDINATOR, "-")
+    async with world.services.sessionmaker() as session:
+        names = [c.name for c in (await session.exec(select(Campaign))).all()]
+    assert names.count("liver-2026") == 1
