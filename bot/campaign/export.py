@@ -38,7 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays
 from bot.campaign.crops import CropTransform, mask_to_image
-from bot.campaign.crowd import proposal_of
+from bot.campaign.progress import gold_quality, mean_or_none
 from bot.db.models import (
     Answer,
     Campaign,
@@ -46,13 +46,11 @@ from bot.db.models import (
     GoldScore,
     Image,
     Task,
-    TaskKind,
     TaskStatus,
 )
 from bot.db.types import utcnow
 from bot.store import codecs
 from bot.store.files import FileStore
-from inference.prediction import dice
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +117,7 @@ async def export_campaign(
             .order_by(col(Task.id))
         )
     ).all()
-    gold_tasks = (
-        await session.exec(
-            select(Task).where(
-                Task.campaign_id == campaign.id,
-                col(Task.kind) != TaskKind.REAL,
-                col(Task.gold_mask_key).is_not(None),
-            )
-        )
-    ).all()
+    gold = await gold_quality(session, store, campaign)
     answers = (
         await session.exec(
             select(Answer, Task.image_id)
@@ -144,7 +134,6 @@ async def export_campaign(
             .group_by(col(GoldScore.volunteer_id))
         )
     ).all()
-    model_ids: set[str] = set()
     coco: dict[str, Any] = {
         "info": {"description": f"MedCrowd campaign {campaign.name}", "date_created": stamp},
         "categories": [{"id": 1, "name": campaign.structure}],
@@ -153,7 +142,6 @@ async def export_campaign(
     }
     union: dict[int, Mask] = {}
     volumes: dict[str, dict[int, Mask]] = defaultdict(dict)
-    proposal_on_gold: list[float] = []
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for image_id, image in sorted(images.items()):
             assert image_id is not None
@@ -175,15 +163,9 @@ async def export_campaign(
             )
             if consensus.prob_key:
                 archive.writestr(f"probs/{task.id}.png", store.get(consensus.prob_key))
-        for task in gold_tasks:
+        for task in gold.tasks:
             assert task.gold_mask_key is not None
-            assert task.id is not None
-            truth = arrays.mask(store, task.gold_mask_key)
-            rows.append((task, truth, "gold", None))
-            proposal = await proposal_of(session, task_id=task.id)
-            if proposal is not None:
-                model_ids.add(proposal.model_id)
-                proposal_on_gold.append(dice(arrays.mask(store, proposal.mask_key), truth))
+            rows.append((task, arrays.mask(store, task.gold_mask_key), "gold", None))
         for n, (task, mask_crop, source, confidence) in enumerate(rows, start=1):
             image = images[task.image_id]
             t = CropTransform(task.crop_x0, task.crop_y0, task.crop_side, task.crop_out)
@@ -271,7 +253,6 @@ async def export_campaign(
                 + [[pseudonym(v), *values] for v, values in sorted(per_volunteer.items())]
             ),
         )
-        crowd_on_gold = await _consensus_on_gold(session, store, gold_tasks)
         crowd_crops = len([r for r in rows if r[2] == "crowd"])
         sheet = {
             "campaign": campaign.name,
@@ -279,7 +260,7 @@ async def export_campaign(
             "exported_at": stamp,
             "images": len(images),
             "finished_crops": crowd_crops,
-            "gold_crops": len(gold_tasks),
+            "gold_crops": len(gold.tasks),
             "answers": len(answers),
             "volunteers": len(per_volunteer),
             "rules": {
@@ -290,9 +271,9 @@ async def export_campaign(
                 "crop_size": campaign.crop_size,
                 "crop_margin": campaign.crop_margin,
             },
-            "proposal_models": sorted(model_ids),
-            "proposal_dice_on_gold": _mean(proposal_on_gold),
-            "consensus_dice_on_gold": _mean(crowd_on_gold),
+            "proposal_models": sorted(gold.model_ids),
+            "proposal_dice_on_gold": _rounded(mean_or_none(gold.proposal_dice)),
+            "consensus_dice_on_gold": _rounded(mean_or_none(gold.consensus_dice)),
         }
         archive.writestr("datasheet.json", json.dumps(sheet, indent=2))
         archive.writestr("datasheet.md", _datasheet_md(sheet))
@@ -300,7 +281,7 @@ async def export_campaign(
         path=path,
         images=len(images),
         crops=crowd_crops,
-        gold=len(gold_tasks),
+        gold=len(gold.tasks),
         answers=len(answers),
         bytes=path.stat().st_size,
     )
@@ -308,23 +289,8 @@ async def export_campaign(
     return report
 
 
-async def _consensus_on_gold(
-    session: AsyncSession, store: FileStore, gold_tasks: Any
-) -> list[float]:
-    """Dice of the crowd's consensus on gold crops that have one (crowd quality, measured)."""
-    scores = []
-    for task in gold_tasks:
-        found = await session.exec(select(Consensus).where(Consensus.task_id == task.id))
-        consensus = found.first()
-        if consensus is not None and task.gold_mask_key:
-            scores.append(
-                dice(arrays.mask(store, consensus.mask_key), arrays.mask(store, task.gold_mask_key))
-            )
-    return scores
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(float(np.mean(values)), 4) if values else None
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _nifti(images: dict[Any, Image], volume_hash: str, slices: dict[int, Mask]) -> bytes:

@@ -60,6 +60,50 @@ class Progress:
         )
 
 
+@dataclass
+class GoldQuality:
+    """How the AI proposal and the crowd's consensus score against the experts' gold crops."""
+
+    tasks: list[Task]
+    proposal_dice: list[float]
+    consensus_dice: list[float]
+    model_ids: set[str]
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    """The mean, or None for no values."""
+    return float(np.mean(values)) if values else None
+
+
+async def gold_quality(session: AsyncSession, store: FileStore, campaign: Campaign) -> GoldQuality:
+    """Dice of each gold crop's proposal and (where fusion wrote one) consensus, vs the expert."""
+    tasks = list(
+        (
+            await session.exec(
+                select(Task).where(
+                    Task.campaign_id == campaign.id,
+                    col(Task.kind) != TaskKind.REAL,
+                    col(Task.gold_mask_key).is_not(None),
+                )
+            )
+        ).all()
+    )
+    quality = GoldQuality(tasks, [], [], set())
+    for task in tasks:
+        assert task.id is not None
+        assert task.gold_mask_key is not None
+        truth = arrays.mask(store, task.gold_mask_key)
+        proposal = await proposal_of(session, task_id=task.id)
+        if proposal is not None:
+            quality.model_ids.add(proposal.model_id)
+            quality.proposal_dice.append(dice(arrays.mask(store, proposal.mask_key), truth))
+        found = await session.exec(select(Consensus).where(Consensus.task_id == task.id))
+        row = found.first()
+        if row is not None:
+            quality.consensus_dice.append(dice(arrays.mask(store, row.mask_key), truth))
+    return quality
+
+
 async def progress(session: AsyncSession, store: FileStore, campaign: Campaign) -> Progress:
     """Gather a campaign's numbers."""
     now = utcnow()
@@ -103,27 +147,7 @@ async def progress(session: AsyncSession, store: FileStore, campaign: Campaign) 
             )
         )
     ).one()
-    gold = (
-        await session.exec(
-            select(Task).where(
-                Task.campaign_id == campaign.id,
-                col(Task.kind) != TaskKind.REAL,
-                col(Task.gold_mask_key).is_not(None),
-            )
-        )
-    ).all()
-    proposal_scores, consensus_scores = [], []
-    for task in gold:
-        assert task.id is not None
-        assert task.gold_mask_key is not None
-        truth = arrays.mask(store, task.gold_mask_key)
-        proposal = await proposal_of(session, task_id=task.id)
-        if proposal is not None:
-            proposal_scores.append(dice(arrays.mask(store, proposal.mask_key), truth))
-        found = await session.exec(select(Consensus).where(Consensus.task_id == task.id))
-        row = found.first()
-        if row is not None:
-            consensus_scores.append(dice(arrays.mask(store, row.mask_key), truth))
+    quality = await gold_quality(session, store, campaign)
     return Progress(
         campaign=campaign.name,
         tasks=dict(statuses),
@@ -132,8 +156,8 @@ async def progress(session: AsyncSession, store: FileStore, campaign: Campaign) 
             float(np.mean([c.answers_used for c in finished])) if finished else None
         ),
         confidence=[float(c.confidence) for c in finished],
-        proposal_dice_on_gold=float(np.mean(proposal_scores)) if proposal_scores else None,
-        consensus_dice_on_gold=float(np.mean(consensus_scores)) if consensus_scores else None,
+        proposal_dice_on_gold=mean_or_none(quality.proposal_dice),
+        consensus_dice_on_gold=mean_or_none(quality.consensus_dice),
         active_volunteers=int(active),
     )
 
