@@ -28,6 +28,7 @@ from bot.db.models import (
     CampaignStatus,
     GoldScore,
     Job,
+    JobStatus,
     Role,
     Task,
     Volunteer,
@@ -36,6 +37,7 @@ from bot.db.models import (
 logger = logging.getLogger(__name__)
 
 PRIVILEGED = (Role.COORDINATOR, Role.ADMIN)
+RETRYABLE = ("proposals", "export")  # job kinds the chat can start again
 # What /rules may change: name -> (type, lowest, highest).
 RULES: dict[str, tuple[type, float, float]] = {
     "min_answers": (int, 1, 50),
@@ -302,6 +304,24 @@ async def jobs(
     require(actor, admins, *PRIVILEGED)
     result = await session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit))
     return list(result.all())
+
+
+async def retry(session: AsyncSession, actor: Volunteer, admins: Iterable[int], job_id: int) -> Job:
+    """Check that a failed job may be retried and mark it retried (the caller starts it again)."""
+    require(actor, admins, *PRIVILEGED)
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise InvalidInput(f"no job #{job_id}")
+    if job.status != JobStatus.FAILED:
+        raise InvalidInput(f"job #{job_id} is {job.status.value}: only failed jobs are retried")
+    if job.params.get("retried"):
+        raise InvalidInput(f"job #{job_id} was retried already: see /jobs")
+    if job.kind not in RETRYABLE:
+        raise InvalidInput(f"a {job.kind} job cannot be retried from the chat")
+    job.params = {**job.params, "retried": True}
+    session.add(job)
+    await audit(session, actor, "retry_job", job.campaign_id, job_id=job_id, kind=job.kind)
+    return job
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{2,79}")

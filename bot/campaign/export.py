@@ -46,6 +46,7 @@ from bot.db.models import (
     GoldScore,
     Image,
     Task,
+    TaskKind,
     TaskStatus,
 )
 from bot.db.types import utcnow
@@ -158,6 +159,8 @@ async def export_campaign(
         for task, consensus in finished:
             if task.status == TaskStatus.OPEN:
                 continue  # a refit may have written a consensus; only final ones are exported
+            if task.kind != TaskKind.REAL and task.gold_mask_key:
+                continue  # an expert settled it (review): the gold below replaces the crowd
             rows.append(
                 (task, arrays.mask(store, consensus.mask_key), "crowd", consensus.confidence)
             )

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -333,9 +333,24 @@ async def ingest(
     progress: Callable[[str], object] | None = None,
 ) -> IngestReport:
     """Ingest every file under ``paths`` into ``campaign``; never raises for bad input."""
+    return await ingest_sources(
+        sessionmaker, store, campaign, iter_sources(paths, limits), options, limits, progress
+    )
+
+
+async def ingest_sources(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: FileStore,
+    campaign: Campaign,
+    sources: Iterable[Source | SourceRejection],
+    options: IngestOptions,
+    limits: ArchiveLimits,
+    progress: Callable[[str], object] | None = None,
+) -> IngestReport:
+    """Ingest already-read sources (the CLI's files, a chat upload's members)."""
     report = IngestReport(campaign=campaign.name)
     used_masks: set[str] = set()
-    for item in iter_sources(paths, limits):
+    for item in sources:
         if isinstance(item, SourceRejection):
             report.files.append(FileReport(item.name, "rejected", item.reason))
         else:

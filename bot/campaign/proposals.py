@@ -7,6 +7,7 @@ results are committed as they arrive; a new run does only what is still pending)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.campaign import jobrecords
 from bot.campaign.crops import CropTransform
-from bot.db.models import Campaign, Job, JobStatus, Proposal, Task
-from bot.db.types import utcnow
+from bot.db.models import Campaign, Proposal, Task
 from bot.jobs.proposals import ProposalResult, ProposerSpec, Runner, WorkItem
 from bot.settings import Settings
 from bot.store import codecs
@@ -155,37 +156,19 @@ async def run_proposals(
     model_id = model_id_of(spec)
     async with sessionmaker() as session:
         tasks = await pending_tasks(session, campaign_id=campaign.id, model_id=model_id)
-        job = Job(
-            kind="proposals",
-            status=JobStatus.RUNNING,
-            campaign_id=campaign.id,
-            params={"model_id": model_id},
-            total=len(tasks),
-            started_at=utcnow(),
-        )
-        session.add(job)
-        await session.commit()
-        assert job.id is not None
-        job_id = job.id
     written = 0
-    try:
-        for results in runner.run(spec, _work(store, tasks, batch_size)):
+    async with jobrecords.tracked(
+        sessionmaker, "proposals", campaign.id, total=len(tasks), model_id=model_id
+    ) as job:
+        batches = runner.run(spec, _work(store, tasks, batch_size))
+        # Each batch is computed in a worker thread, so a bot serving volunteers on this event
+        # loop keeps answering while the job runs.
+        while (results := await asyncio.to_thread(next, batches, None)) is not None:
             async with sessionmaker() as session:
                 written += await _write(session, store, results)
-                job = await session.get_one(Job, job_id)
-                job.done = written
-                await session.commit()
+            await job.progress(written)
             if progress is not None:
                 progress(written, len(tasks))
-    except BaseException as error:
-        async with sessionmaker() as session:
-            job = await session.get_one(Job, job_id)
-            job.status, job.error, job.finished_at = JobStatus.FAILED, repr(error)[:4000], utcnow()
-            await session.commit()
-        raise
-    async with sessionmaker() as session:
-        job = await session.get_one(Job, job_id)
-        job.status, job.finished_at = JobStatus.DONE, utcnow()
-        await session.commit()
+        job_id = job.id
     logger.info("proposals: %d of %d written by %s", written, len(tasks), model_id)
     return ProposalRun(model_id=model_id, pending=len(tasks), written=written, job_id=job_id)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from bot.sim.wire import Json
 
+USER_UPLOAD_BYTES = 2000 * 1000 * 1000  # what a user may send a bot
+
 if TYPE_CHECKING:
     from bot.sim.emulator import BotApiEmulator
 
@@ -117,6 +119,15 @@ class VirtualUser:
     async def send_photo(self, data: bytes, caption: str | None = None) -> int:
         """Send a photo (validated and stored like a bot upload); returns the update_id."""
         content: Json = {"photo": self.emulator.media.store_photo(data)}
+        if caption:
+            content["caption"] = caption
+        message = self.emulator.store_message(self.id, self.user, content)
+        return await self.emulator.push_update({"message": message})
+
+    async def send_document(self, data: bytes, file_name: str, caption: str | None = None) -> int:
+        """Send a file, as a user may (up to 2 GB; bots download at most 20 MB of it)."""
+        document = self.emulator.media.store_document(data, file_name, max_bytes=USER_UPLOAD_BYTES)
+        content: Json = {"document": document}
         if caption:
             content["caption"] = caption
         message = self.emulator.store_message(self.id, self.user, content)

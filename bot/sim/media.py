@@ -81,11 +81,13 @@ class MediaStore:
         self._paths[stored.file_path] = stored.file_id
         return [stored.photo_size()]
 
-    def store_document(self, data: bytes, name: str) -> Json:
-        """Store any file (<= 50 MB, a bot's upload limit) and return its Document object."""
+    def store_document(
+        self, data: bytes, name: str, *, max_bytes: int = MAX_DOCUMENT_BYTES
+    ) -> Json:
+        """Store any file (a bot may upload <= 50 MB) and return its Document object."""
         if not data:
             raise bad_request("file must be non-empty")
-        if len(data) > MAX_DOCUMENT_BYTES:
+        if len(data) > max_bytes:
             raise ApiError(413, "Request Entity Too Large")
         number = len(self._files) + 1
         stored = StoredFile(

@@ -25,13 +25,13 @@ from telegram.ext import (
     filters,
 )
 
-from bot.campaign import leaderboard
+from bot.campaign import jobrecords, leaderboard
 from bot.campaign.crowd import Crowd
 from bot.campaign.flood import FloodGate
 from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
 from bot.jobs.proposals import ProposerSpec
-from bot.telegram import coordinator, texts, volunteer
+from bot.telegram import coordinator, review, texts, uploads, volunteer
 from bot.telegram.context import BotApplication, BotContext, BotServices
 from bot.telegram.intake import ALLOWED_UPDATES, Intake
 from bot.telegram.transport import AiohttpRequest
@@ -109,13 +109,23 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         ("ban", coordinator.on_ban),
         ("unban", coordinator.on_ban),
         ("broadcast", coordinator.on_broadcast),
+        ("close", coordinator.on_campaign),
+        ("gold", uploads.on_gold),
+        ("review", review.on_review),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, callback, filters=filters.ChatType.PRIVATE))
     app.add_handler(
         CallbackQueryHandler(coordinator.on_use_press, pattern=f"^{coordinator.USE_PREFIX}")
     )
+    app.add_handler(
+        CallbackQueryHandler(uploads.on_retry_press, pattern=f"^{uploads.RETRY_PREFIX}")
+    )
+    app.add_handler(CallbackQueryHandler(review.on_press, pattern=f"^{review.PREFIX}"))
     app.add_handler(CallbackQueryHandler(volunteer.on_press))
+    private = filters.ChatType.PRIVATE
+    app.add_handler(MessageHandler(filters.Document.ALL & private, uploads.on_document))
+    app.add_handler(MessageHandler(filters.PHOTO & private, uploads.on_photo))
     app.add_handler(
         MessageHandler(
             filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE, volunteer.on_text
@@ -139,6 +149,7 @@ def bot_services(
         store=services.store,
         crowd=Crowd(services.store),
         refiner=Refiner(spec),
+        limits=services.limits,
         digest_seconds=digest_seconds,
     )
 
@@ -206,6 +217,10 @@ async def run_bot(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
+    async with services.sessionmaker() as session:
+        # One bot process runs the jobs it starts: any still "running" died with an earlier one.
+        await jobrecords.fail_interrupted(session)
+        await session.commit()
     async with app:
         await app.start()
         await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])

@@ -12,6 +12,8 @@ from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.campaign.crowd import Crowd
 from bot.campaign.refine import Refiner
+from bot.campaign.sources import ArchiveLimits
+from bot.jobs.proposals import LocalRunner, Runner
 from bot.store.files import FileStore
 
 
@@ -31,6 +33,9 @@ class BotServices:
     photos: dict[str, str] = field(default_factory=dict)
     digest_seconds: float = 3600.0
     admins: frozenset[int] = frozenset()
+    limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    # Runs the proposals job that follows an upload (in-process by default: one bot, one machine).
+    runner: Runner = field(default_factory=lambda: LocalRunner(workers=0))
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):

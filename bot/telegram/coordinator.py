@@ -8,8 +8,6 @@ refused there too.
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
@@ -17,12 +15,11 @@ from telegram.error import TelegramError
 
 from bot.campaign import coordination, progress
 from bot.campaign.errors import MedCrowdError
-from bot.campaign.export import export_campaign
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import CampaignStatus, Role, Volunteer
+from bot.telegram import uploads
 from bot.telegram.context import BotContext
 
-MAX_DOCUMENT = 50 * 1000 * 1000  # Telegram's upload limit for bots
 USE_PREFIX = "cu:"
 STATUSES = {
     "pause": CampaignStatus.PAUSED,
@@ -181,7 +178,10 @@ async def on_jobs(update: Update, context: BotContext) -> None:
         if job.error:
             line += f" - {job.error[:200]}"
         lines.append(line)
-    await _reply(update, context, "\n".join(lines))
+    assert update.effective_chat is not None
+    await context.bot.send_message(
+        update.effective_chat.id, "\n".join(lines), reply_markup=uploads.retry_buttons(rows)
+    )
 
 
 async def on_rules(update: Update, context: BotContext) -> None:
@@ -209,21 +209,39 @@ async def on_rules(update: Update, context: BotContext) -> None:
     await _reply(update, context, text)
 
 
-async def on_campaign(update: Update, context: BotContext) -> None:
-    """/campaign pause|resume|close: the working campaign's status."""
+async def pauses_campaign(update: Update, context: BotContext) -> bool:
+    """Whether /pause or /resume is about the working campaign: a coordinator's, without "me"."""
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
+    actor, admins = await _actor(context, update)
+    if coordination.role_of(actor, admins) not in coordination.PRIVILEGED or words[1:] == ["me"]:
+        return False
+    await _set_status(update, context, words[0].lstrip("/").partition("@")[0])
+    return True
+
+
+async def on_campaign(update: Update, context: BotContext) -> None:
+    """/campaign pause|resume|close and /close: the working campaign's status."""
+    assert update.effective_message is not None
+    words = (update.effective_message.text or "").split()
+    if words[0].startswith("/close"):
+        words = ["/campaign", "close"]
     if len(words) != 2 or words[1] not in STATUSES:
         await _reply(update, context, "usage: /campaign pause|resume|close")
         return
+    await _set_status(update, context, words[1])
+
+
+async def _set_status(update: Update, context: BotContext, word: str) -> None:
     async with context.services.sessionmaker() as session:
         actor = await _me(session, update)
         campaign = await coordination.working(session, actor, context.services.admins)
         await coordination.set_status(
-            session, actor, context.services.admins, campaign, STATUSES[words[1]]
+            session, actor, context.services.admins, campaign, STATUSES[word]
         )
         await session.commit()
-    await _reply(update, context, f"{campaign.name} is now {campaign.status.value}")
+    hint = " (/pause me and /resume me are for your own reminders)" if word != "close" else ""
+    await _reply(update, context, f"{campaign.name} is now {campaign.status.value}{hint}")
 
 
 async def on_status(update: Update, context: BotContext) -> None:
@@ -330,19 +348,6 @@ async def on_export(update: Update, context: BotContext) -> None:
         actor = await _me(session, update)
         campaign = await coordination.working(session, actor, services.admins)
         await coordination.audit(session, actor, "export", campaign.id)
-        folder = Path(tempfile.mkdtemp(prefix="medcrowd-export-"))
-        report = await export_campaign(session, services.store, campaign, folder)
         await session.commit()
     assert update.effective_chat is not None
-    caption = (
-        f"{campaign.name}: {report.crops} finished crops, {report.gold} gold, "
-        f"{report.answers} answers"
-    )
-    if report.bytes <= MAX_DOCUMENT:
-        await context.bot.send_document(
-            update.effective_chat.id,
-            InputFile(report.path.read_bytes(), filename=report.path.name),
-            caption=caption,
-        )
-    else:
-        await _reply(update, context, f"{caption}; too big for Telegram, written to {report.path}")
+    await uploads.send_export(context, campaign, update.effective_chat.id)

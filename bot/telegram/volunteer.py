@@ -268,9 +268,11 @@ async def on_help(update: Update, context: BotContext) -> None:
 
 
 async def on_pause(update: Update, context: BotContext) -> None:
-    """/pause and /resume."""
+    """/pause and /resume (a coordinator's pause the working campaign; "/pause me" reminders)."""
     assert update.effective_chat is not None
     assert update.effective_message is not None
+    if await coordinator.pauses_campaign(update, context):
+        return
     paused = (update.effective_message.text or "").startswith("/pause")
     async with context.services.sessionmaker() as session:
         volunteer = await _me(session, update)
