@@ -296,7 +296,9 @@ async def _launch(
         flood_rate=1000.0,
         flood_burst=1000.0,
     )
-    handlers = bot_services(services, spec_from(settings), digest_seconds=2)
+    handlers = bot_services(
+        services, spec_from(settings), digest_seconds=2, admins=settings.admin_ids
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(run_bot(options, handlers, stop=stop))
     try:

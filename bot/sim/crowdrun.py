@@ -20,16 +20,18 @@ import numpy as np
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from bot.campaign import arrays
+from bot.campaign import arrays, review
 from bot.campaign.crowd import proposal_of
 from bot.campaign.leaderboard import leaderboard
 from bot.campaign.services import Services
 from bot.db.models import Answer, Consensus, Task, TaskKind, TaskStatus
 from bot.db.types import utcnow
 from bot.settings import Settings
+from bot.sim.chat import VirtualUser
 from bot.sim.emulator import BotApiEmulator, Limits
 from bot.sim.volunteers import Oracle, VirtualVolunteer, profile
 from bot.sim.world import task_truths
+from bot.store import codecs
 from inference.prediction import dice
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ MIX = {
     "random": 0.05,
     "adversarial": 0.05,
 }
+EXPERT = 4999  # the demo's expert (an administrator of the demo bot)
+EXPERT_ACCEPTS = 0.9  # the Dice vs truth at which the virtual expert accepts a candidate
 # launch(settings, token, base_url, file_url): the bot running against the emulator.
 Launcher = Callable[[Settings, str, str, str], contextlib.AbstractAsyncContextManager[Any]]
 
@@ -99,10 +103,48 @@ async def run_crowd(
             )
             await asyncio.gather(*(_work(v, answers) for v in crowd))
             await asyncio.sleep(0.5)  # the last answers' fusion updates
+            seconds = time.perf_counter() - started
+            lines = await _report(services, oracle, campaign_id, crowd, profiles, seconds)
+            reviewed = await expert_review(services, emulator.user(EXPERT, "Expert"), oracle)
     finally:
         await emulator.stop()
-    seconds = time.perf_counter() - started
-    return await _report(services, oracle, campaign_id, crowd, profiles, seconds)
+    picked = sum(1 for how in reviewed if how != "own")
+    lines.append(
+        f"  expert /review            {len(reviewed)} escalated crops settled as gold "
+        f"({picked} by picking a crowd candidate, {len(reviewed) - picked} by sending a mask)"
+    )
+    return lines
+
+
+async def expert_review(services: Services, expert: VirtualUser, oracle: Oracle) -> list[str]:
+    """An expert settles every escalated crop through /review; returns how, crop by crop.
+
+    The expert knows the truth (the oracle): they pick the crowd's candidate closest to it when
+    that is good enough, else send the true mask as a PNG file, as a radiologist would draw it.
+    """
+    how: list[str] = []
+    await expert.send("/review")
+    while True:
+        event = await expert.next_event("sendPhoto", "sendMessage", timeout=30)
+        caption = str(event.params.get("caption") or event.params.get("text") or "")
+        if event.method == "sendMessage":
+            if "No escalated crop" in caption:
+                return how
+            continue  # "your mask is now this crop's gold"
+        task_id = int(caption.split("#", 1)[1].split(",", 1)[0])
+        truth = oracle.truths[task_id]
+        async with services.sessionmaker() as session:
+            task = await session.get_one(Task, task_id)
+            candidates = await review.candidates(session, services.store, task)
+        scores = [dice(c.mask, truth) for c in candidates]
+        assert event.message is not None
+        if scores and max(scores) >= EXPERT_ACCEPTS:
+            best = int(np.argmax(scores))
+            how.append(candidates[best].label)
+            await expert.press(str(best + 1), message_id=event.message["message_id"])
+        else:
+            how.append("own")
+            await expert.send_document(codecs.encode_mask(truth), f"crop{task_id}_mask.png")
 
 
 async def _report(

@@ -44,7 +44,7 @@ from bot.db import migrate
 from bot.db.models import Campaign, Image, Proposal, Task
 from bot.jobs.proposals import make_runner
 from bot.settings import Settings
-from bot.sim.crowdrun import Launcher, run_crowd
+from bot.sim.crowdrun import EXPERT, Launcher, run_crowd
 from bot.sim.phantom import write_phantoms
 from bot.store import codecs
 from fusion.bench import available_methods, run_methods
@@ -163,7 +163,9 @@ async def run_demo(
     started = time.perf_counter()
     root = settings.data_dir / "demo"
     _fresh_dir(root)
-    demo_settings = settings.model_copy(update={"data_dir": root, "database_url": None})
+    demo_settings = settings.model_copy(
+        update={"data_dir": root, "database_url": None, "admins": str(EXPERT)}
+    )
     phantom_dir = root / "phantom"
     with tqdm(total=n, desc="phantoms", unit="img", disable=None) as bar:
         manifest = write_phantoms(

@@ -228,6 +228,11 @@ def test_demo_runs_offline_and_prints_summary(
     assert int(answers.group(1)) > 20
     assert "crops retired/escalated" in out
     assert "leaderboard #1" in out
+    escalated = re.search(r"crops retired/escalated +\d+ / (\d+) of", out)
+    reviewed = re.search(r"expert /review +(\d+) escalated crops settled", out)
+    assert escalated is not None
+    assert reviewed is not None
+    assert reviewed.group(1) == escalated.group(1)  # the expert settles every escalated crop
     assert "dataset export" in out
     assert list((tmp_path / "demo" / "exports").glob("*.zip"))
     assert (tmp_path / "demo" / "status.png").stat().st_size > 1000

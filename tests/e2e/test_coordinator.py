@@ -55,7 +55,18 @@ async def test_a_plain_volunteer_is_refused_every_privileged_command(world: Worl
         "/projects",
         "/rules gold_rate=0.5",
         "/campaign close",
+        "/close",
         "/export",
+        "/use phantoms",
+        "/jobs",
+        "/status",
+        "/volunteers",
+        "/volunteer 1",
+        "/ban 1",
+        "/unban 1",
+        "/broadcast hello",
+        "/gold",
+        "/review",
     ):
         reply = await _said(world, VOLUNTEER, command)
         assert "coordinators only" in reply, command

@@ -296,6 +296,21 @@ async def test_a_failed_job_is_retried_from_jobs(world: World) -> None:
     retry = [label for label, _ in buttons if label.startswith("Retry")]
     assert retry
     assert listing.message is not None
+    intruder = world.emulator.user(VOLUNTEER, "V")
+    world.emulator.open_callback_query("intrude", user_id=VOLUNTEER, chat_id=ADMIN)
+    await world.emulator.push_update(
+        {
+            "callback_query": {
+                "id": "intrude",
+                "from": intruder.user,
+                "chat_instance": "x",
+                "message": listing.message,
+                "data": dict(buttons)[retry[0]],
+            }
+        }
+    )
+    refusal = await coordinator.next_event("answerCallbackQuery")
+    assert "coordinators only" in (refusal.params.get("text") or "")
     await coordinator.press(retry[0], message_id=listing.message["message_id"])
     done = await _final_edit(world, ADMIN, "Proposals for phantoms done")
     async with world.services.sessionmaker() as session:
