@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
 
 from bot.campaign import review
@@ -15,7 +16,7 @@ from bot.campaign.coordination import require
 from bot.campaign.decode import Rejected, decode_mask
 from bot.campaign.errors import InvalidInput, MedCrowdError
 from bot.campaign.volunteers import volunteer_for
-from bot.db.models import Task
+from bot.db.models import Task, Volunteer
 from bot.telegram.context import BotContext
 
 logger = logging.getLogger(__name__)
@@ -101,16 +102,7 @@ async def on_press(update: Update, context: BotContext) -> None:
                 index = int(choice) - 1
                 if not 0 <= index < len(candidates):
                     raise InvalidInput("the candidates changed: send /review again")
-                await review.settle(
-                    session,
-                    services.store,
-                    services.crowd,
-                    actor,
-                    services.admins,
-                    task_id,
-                    candidates[index].mask,
-                    source=candidates[index].label,
-                )
+                await _settle(context, session, actor, task_id, candidates[index])
             await session.commit()
     except MedCrowdError as error:
         await query.answer(str(error), show_alert=True)
@@ -141,16 +133,27 @@ async def on_mask_document(update: Update, context: BotContext) -> None:
         raise InvalidInput("send one 2D mask (a PNG), not a volume")
     async with services.sessionmaker() as session:
         actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
-        await review.settle(
-            session,
-            services.store,
-            services.crowd,
-            actor,
-            services.admins,
-            task_id,
-            slices[0],
-            source="expert's own mask",
-        )
+        await _settle(context, session, actor, task_id, review.Candidate("own mask", slices[0]))
         await session.commit()
     await context.bot.send_message(update.effective_chat.id, "Your mask is now this crop's gold.")
     await show_next(context, update.effective_user.id, update.effective_chat.id)
+
+
+async def _settle(
+    context: BotContext,
+    session: AsyncSession,
+    actor: Volunteer,
+    task_id: int,
+    chosen: review.Candidate,
+) -> None:
+    services = context.services
+    await review.settle(
+        session,
+        services.store,
+        services.crowd,
+        actor,
+        services.admins,
+        task_id,
+        chosen.mask,
+        source=chosen.label,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +15,7 @@ from PIL import Image
 from sqlmodel import select
 
 from bot.db.models import AuditEntry, Campaign, CampaignStatus, Volunteer
-from bot.settings import Settings
-from tests.helpers.bot import World, prepare, running_bot
+from tests.helpers.bot import World, copied_world, prepare, press_as
 
 ADMIN, COORDINATOR, VOLUNTEER = 7001, 7002, 7003
 
@@ -36,10 +34,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def world(prepared: Path, tmp_path: Path) -> AsyncIterator[World]:
-    root = tmp_path / "world"
-    shutil.copytree(prepared, root)
-    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
-    async with running_bot(settings, admins=frozenset({ADMIN})) as world:
+    async with copied_world(prepared, tmp_path / "world", frozenset({ADMIN})) as world:
         yield world
 
 
@@ -83,19 +78,8 @@ async def test_admin_grants_and_the_coordinator_runs_the_campaign(world: World) 
     listing = await coordinator.next_event("sendMessage")
     assert "phantoms" in listing.params["text"]
     # A volunteer who sees the coordinator's keyboard and presses it is refused.
-    intruder = world.emulator.user(VOLUNTEER, "V")
-    data = coordinator.buttons(listing.message)[0][1]
-    world.emulator.open_callback_query("intrude", user_id=VOLUNTEER, chat_id=COORDINATOR)
-    await world.emulator.push_update(
-        {
-            "callback_query": {
-                "id": "intrude",
-                "from": intruder.user,
-                "chat_instance": "x",
-                "message": listing.message,
-                "data": data,
-            }
-        }
+    await press_as(
+        world.emulator, VOLUNTEER, listing.message, coordinator.buttons(listing.message)[0][1]
     )
     await coordinator.press("Use phantoms")
     answers = []

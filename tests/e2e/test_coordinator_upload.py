@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,9 +31,8 @@ from bot.db.models import (
     Verdict,
     Volunteer,
 )
-from bot.settings import Settings
 from bot.store import codecs
-from tests.helpers.bot import World, prepare, running_bot
+from tests.helpers.bot import World, copied_world, prepare, press_as
 from tests.helpers.files import png, zip_bytes
 
 ADMIN, EXPERT, VOLUNTEER = 7201, 7202, 7203
@@ -54,10 +52,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def world(prepared: Path, tmp_path: Path) -> AsyncIterator[World]:
-    root = tmp_path / "world"
-    shutil.copytree(prepared, root)
-    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
-    async with running_bot(settings, admins=frozenset({ADMIN})) as world:
+    async with copied_world(prepared, tmp_path / "world", frozenset({ADMIN})) as world:
         yield world
 
 
@@ -225,19 +220,7 @@ async def test_an_expert_reviews_escalated_crops(world: World) -> None:
     assert "1" in labels
     assert "Skip for now" in labels
     # A volunteer pressing the expert's button is refused.
-    intruder = world.emulator.user(VOLUNTEER, "V")
-    world.emulator.open_callback_query("intrude", user_id=VOLUNTEER, chat_id=EXPERT)
-    await world.emulator.push_update(
-        {
-            "callback_query": {
-                "id": "intrude",
-                "from": intruder.user,
-                "chat_instance": "x",
-                "message": shown.message,
-                "data": expert.buttons(shown.message)[0][1],
-            }
-        }
-    )
+    await press_as(world.emulator, VOLUNTEER, shown.message, expert.buttons(shown.message)[0][1])
     refusal = await expert.next_event("answerCallbackQuery")
     assert "coordinators only" in (refusal.params.get("text") or "")
     caption_lines = shown.params["caption"].splitlines()
@@ -296,19 +279,7 @@ async def test_a_failed_job_is_retried_from_jobs(world: World) -> None:
     retry = [label for label, _ in buttons if label.startswith("Retry")]
     assert retry
     assert listing.message is not None
-    intruder = world.emulator.user(VOLUNTEER, "V")
-    world.emulator.open_callback_query("intrude", user_id=VOLUNTEER, chat_id=ADMIN)
-    await world.emulator.push_update(
-        {
-            "callback_query": {
-                "id": "intrude",
-                "from": intruder.user,
-                "chat_instance": "x",
-                "message": listing.message,
-                "data": dict(buttons)[retry[0]],
-            }
-        }
-    )
+    await press_as(world.emulator, VOLUNTEER, listing.message, dict(buttons)[retry[0]])
     refusal = await coordinator.next_event("answerCallbackQuery")
     assert "coordinators only" in (refusal.params.get("text") or "")
     await coordinator.press(retry[0], message_id=listing.message["message_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from bot.jobs.proposals import LocalRunner, ProposerSpec
 from bot.settings import Settings
 from bot.sim.emulator import BotApiEmulator, Limits
 from bot.sim.volunteers import Oracle
+from bot.sim.wire import Json
 from bot.telegram.app import BotOptions, bot_services, run_bot
 from bot.telegram.context import BotServices
 from tests.helpers.campaigns import phantom_campaign
@@ -103,3 +105,36 @@ async def running_bot(
         finally:
             await emulator.stop()
             await services.close()
+
+
+async def press_as(
+    emulator: BotApiEmulator,
+    intruder_id: int,
+    message: Json | None,
+    data: str,
+    query_id: str = "intrude",
+) -> None:
+    """Someone else presses a button of a message they saw (e.g. forwarded, or in a group)."""
+    assert message is not None
+    intruder = emulator.user(intruder_id, "Intruder")
+    emulator.open_callback_query(query_id, user_id=intruder_id, chat_id=message["chat"]["id"])
+    await emulator.push_update(
+        {
+            "callback_query": {
+                "id": query_id,
+                "from": intruder.user,
+                "chat_instance": "x",
+                "message": message,
+                "data": data,
+            }
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def copied_world(prepared: Path, root: Path, admins: frozenset[int]) -> AsyncIterator[World]:
+    """The bot on a private copy of a prepared campaign (one ``prepare`` per test module)."""
+    shutil.copytree(prepared, root)
+    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
+    async with running_bot(settings, admins=admins) as world:
+        yield world
