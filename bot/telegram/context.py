@@ -31,6 +31,7 @@ class BotServices:
     photos: dict[str, str] = field(default_factory=dict)
     digest_seconds: float = 3600.0
     admins: frozenset[int] = frozenset()
+    webapp_url: str | None = None  # the Mini App editor's page; None: chat grid only
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
