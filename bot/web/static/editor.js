@@ -457,8 +457,8 @@
       fit();
       refreshButtons();
       const hint = crop.takes_points
-        ? "Tap inside the structure (＋) or outside it (－, or long-press). Pinch to zoom."
-        : "Taps move the box the model outlines: ＋ outside grows it, － inside shrinks it. Pinch to zoom.";
+        ? "Tap inside the structure (+) or outside it (−, or long-press). Pinch to zoom."
+        : "Taps move the box the model outlines: + outside grows it, − inside shrinks it. Pinch to zoom.";
       status(hint, "ready");
       if (tg.MainButton) {
         tg.MainButton.setText("Submit outline");
@@ -491,6 +491,7 @@
       return [box.left + S.view.tx + x * S.view.scale, box.top + S.view.ty + y * S.view.scale];
     },
     size: () => [S.w, S.h],
+    scale: () => S.view.scale,
     submit,
   };
 
