@@ -142,6 +142,8 @@ def _to_crop_point(
     assignment: Assignment, x: float, y: float, hw: tuple[int, int]
 ) -> tuple[float, float] | None:
     """A displayed pixel, back in the crop's own frame (None if the augmentation hid it)."""
+    if not assignment.augment:  # shown as stored: nothing to undo (and no O(H*W) work per tap)
+        return x, y
     marked = np.zeros(hw, dtype=bool)
     cx, cy = int(np.clip(x, 0, hw[1] - 1)), int(np.clip(y, 0, hw[0] - 1))
     marked[cy, cx] = True
