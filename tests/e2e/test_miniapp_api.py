@@ -17,6 +17,8 @@ from sqlmodel import select
 
 from bot.campaign import cards, routing
 from bot.campaign import volunteers as people
+from bot.campaign.crowd import Crowd
+from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
 from bot.db.models import Answer, Assignment, Verdict
 from bot.jobs.proposals import ProposerSpec
@@ -227,3 +229,22 @@ async def test_miniapp_page_is_served_with_a_strict_policy(api: Api) -> None:
     moved = await api.client.get("/app", allow_redirects=False)
     assert moved.status == 308
     assert (await api.client.get("/app/secret.py")).status == 404
+
+
+async def test_miniapp_shares_the_webhook_server_in_webhook_mode(api: Api) -> None:
+    from bot.web.webhook import WebhookServer
+
+    miniapp = MiniApp(
+        sessionmaker=api.services.sessionmaker,
+        store=api.services.store,
+        crowd=Crowd(api.services.store),
+        refiner=Refiner(ProposerSpec()),
+        bot_token=TOKEN,
+    )
+    server = WebhookServer(secret="s3cret", path="/telegram", miniapp=miniapp)
+    async with TestClient(TestServer(server.app())) as client:
+        assert (await client.get("/app/")).status == 200
+        await _error(await client.get(f"/api/crop?t={api.tokens[1001]}"), 401)
+        crop = await client.get(f"/api/crop?t={api.tokens[1001]}", headers=auth(1001))
+        assert crop.status == 200
+        assert (await client.post("/telegram", json={"update_id": 1})).status == 403
