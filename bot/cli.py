@@ -35,6 +35,7 @@ from bot.settings import Settings
 from bot.sim import demo
 from bot.sim.phantom import STYLES, write_phantoms
 from bot.telegram.app import BotOptions, bot_services, run_bot
+from bot.web.miniapp import MiniApp, MiniAppServer, origin_of
 from bot.web.webhook import WebhookServer
 from fusion.bench import as_dicts, online_latency, run_methods, summarise
 from fusion.simulate import Scenario, simulate
@@ -341,7 +342,20 @@ async def _run(settings: Settings) -> None:
         spec_from(settings),
         digest_seconds=settings.digest_seconds,
         admins=settings.admin_ids,
+        webapp_url=settings.webapp_url,
     )
+    miniapp: MiniApp | None = None
+    editor_server: MiniAppServer | None = None
+    if settings.webapp_url:
+        miniapp = MiniApp(
+            sessionmaker=handlers.sessionmaker,
+            store=handlers.store,
+            crowd=handlers.crowd,  # the bot's live fusion model: one per process
+            refiner=handlers.refiner,
+            bot_token=options.token,
+            origin=origin_of(settings.webapp_url),
+            max_age=settings.webapp_max_age,
+        )
     webhook = secret = None
     if settings.webhook_url:
         if settings.webhook_secret is None:
@@ -353,7 +367,11 @@ async def _run(settings: Settings) -> None:
             host=host or "127.0.0.1",
             port=int(port),
             path=urlsplit(settings.webhook_url).path or "/telegram",
+            miniapp=miniapp,
         )
+    elif miniapp is not None:
+        host, _, port = settings.webapp_listen.rpartition(":")
+        editor_server = MiniAppServer(miniapp, host=host or "127.0.0.1", port=int(port))
     try:
         await run_bot(
             options,
@@ -361,6 +379,8 @@ async def _run(settings: Settings) -> None:
             webhook=webhook,
             webhook_url=settings.webhook_url,
             webhook_secret=secret,
+            editor=miniapp,
+            editor_server=editor_server,
         )
     finally:
         await services.close()

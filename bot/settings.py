@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,19 @@ class Settings(BaseSettings):
     )
     webhook_listen: str = Field(
         "127.0.0.1:8080", description="host:port the webhook server listens on."
+    )
+    webapp_url: str | None = Field(
+        None,
+        description="Public HTTPS URL of the Mini App editor page (ends in /app/); the Adjust "
+        "step offers the editor only when set, else the chat grid alone.",
+    )
+    webapp_listen: str = Field(
+        "127.0.0.1:8081",
+        description="host:port of the Mini App server in polling mode (webhook mode serves it "
+        "on the webhook server).",
+    )
+    webapp_max_age: int = Field(
+        3600, ge=60, description="Seconds a Mini App session's signed initData stays valid."
     )
     digest_seconds: float = Field(
         3600.0, gt=0, description="How often volunteers get their delayed-credit digest."
@@ -99,6 +113,17 @@ class Settings(BaseSettings):
     def admin_ids(self) -> frozenset[int]:
         """The administrators' Telegram user ids."""
         return frozenset(int(p) for p in self.admins.split(",") if p.strip())
+
+    @field_validator("webapp_url")
+    @classmethod
+    def _webapp_https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        local = parts.hostname in ("127.0.0.1", "localhost")
+        if parts.scheme != "https" and not (parts.scheme == "http" and local):
+            raise ValueError("webapp_url must be https:// (Telegram opens Mini Apps over HTTPS)")
+        return value
 
     @field_validator("log_level")
     @classmethod

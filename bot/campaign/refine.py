@@ -3,7 +3,9 @@
 The proposer (MedSAM, the tiny test model, or the labelled fallback) is built once, on first
 use, and runs in a worker thread so the bot's event loop never waits on it. MedSAM's image
 embedding comes from the on-disk cache the proposals job filled, so a refinement costs one
-decoder pass (milliseconds on a CPU).
+decoder pass (milliseconds on a CPU). The last few embeddings stay in memory with what the fast
+decoders derive from them once, so a volunteer tapping away on one crop (the Mini App) pays
+neither the disk read nor that preparation again.
 """
 
 from __future__ import annotations
@@ -11,27 +13,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import OrderedDict
 
 import numpy as np
 import numpy.typing as npt
 
 from bot.jobs.proposals import ProposerSpec, build_proposer
+from inference.cache import image_hash
 from inference.fallback import FallbackProposer
 from inference.models import REGISTRY
-from inference.predictor import MedSamPredictor
+from inference.predictor import Embedding, MedSamPredictor
 
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
+HOT_EMBEDDINGS = 8  # ~4 MB each at ViT-B size
 
 
 class Refiner:
     """Re-prompts a crop with a new box (and optional positive/negative points)."""
 
-    def __init__(self, spec: ProposerSpec) -> None:
+    def __init__(
+        self, spec: ProposerSpec, proposer: MedSamPredictor | FallbackProposer | None = None
+    ) -> None:
+        """``proposer``: one already built for ``spec`` (benchmarks); built on first use if None."""
         self.spec = spec
-        self._proposer: MedSamPredictor | FallbackProposer | None = None
+        self._proposer = proposer
         self._lock = threading.Lock()
+        self._hot: OrderedDict[str, Embedding] = OrderedDict()
 
     @property
     def takes_points(self) -> bool:
@@ -61,11 +70,24 @@ class Refiner:
             labels = np.asarray([label for _, _, label in points], dtype=np.int64)
         with self._lock:  # one decoder at a time: torch modules are not re-entrant
             if isinstance(proposer, MedSamPredictor):
-                embedding = proposer.embed(crop)
+                embedding = self._embedding(proposer, crop)
                 prediction = proposer.predict(embedding, box=box, points=pts, point_labels=labels)
             else:
                 prediction = proposer.predict(crop, box=box, points=pts, point_labels=labels)
         return np.asarray(prediction.mask, dtype=bool)
+
+    def _embedding(self, proposer: MedSamPredictor, crop: npt.NDArray[np.uint8]) -> Embedding:
+        """The crop's embedding: from memory, else the disk cache (or the encoder)."""
+        key = image_hash(crop)
+        hit = self._hot.get(key)
+        if hit is not None:
+            self._hot.move_to_end(key)
+            return hit
+        embedding = proposer.embed(crop)
+        self._hot[key] = embedding
+        while len(self._hot) > HOT_EMBEDDINGS:
+            self._hot.popitem(last=False)
+        return embedding
 
     async def refine(
         self,

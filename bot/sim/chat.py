@@ -238,6 +238,15 @@ class VirtualUser:
             (b["text"], b["callback_data"]) for b in inline_buttons(message) if "callback_data" in b
         ]
 
+    def web_apps(self, message: Json | None = None) -> list[tuple[str, str]]:
+        """(label, url) of each Mini App (``web_app``) button, row by row.
+
+        Opening one is the test's business: a browser, or an HTTP client, with initData signed
+        by the bot token as Telegram would (``bot.web.initdata.signed_for_user``).
+        """
+        message = self.message if message is None else message
+        return [(b["text"], b["web_app"]["url"]) for b in inline_buttons(message) if "web_app" in b]
+
     @property
     def callback_answers(self) -> list[CallbackAnswer]:
         """What answerCallbackQuery said to this user, oldest first."""

@@ -12,6 +12,7 @@ import struct
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -163,7 +164,9 @@ def check_caption(caption: Any) -> str | None:
 def check_markup(markup: Any) -> Json | None:
     """The inline keyboard to store on a message; rejects bad ``callback_data`` like Telegram.
 
-    Reply keyboards are accepted but, as in Telegram, never stored on the message.
+    Reply keyboards are accepted but, as in Telegram, never stored on the message. A ``web_app``
+    button needs an HTTPS URL, as in Telegram; plain HTTP is let through for loopback hosts only,
+    so tests can point it at a Mini App served on 127.0.0.1.
     """
     if not isinstance(markup, dict) or "inline_keyboard" not in markup:
         return None
@@ -177,7 +180,20 @@ def check_markup(markup: Any) -> Json | None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA:
                 raise bad_request("BUTTON_DATA_INVALID")
+            if "web_app" in button:
+                check_web_app(button["web_app"])
     return {"inline_keyboard": rows}
+
+
+def check_web_app(web_app: Any) -> None:
+    """A ``WebAppInfo``: an HTTPS URL (HTTP on loopback, for tests), else Telegram's 400."""
+    url = web_app.get("url") if isinstance(web_app, dict) else None
+    parts = urlsplit(url) if isinstance(url, str) else None
+    loopback = parts is not None and parts.hostname in ("127.0.0.1", "localhost")
+    if parts is None or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise bad_request(
+            "inline keyboard button Web App URL is invalid: Only HTTPS links are allowed"
+        )
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,35 @@ def decode_embedding(data: bytes) -> npt.NDArray[np.float16]:
     """Load an embedding written by ``encode_embedding``."""
     array = np.load(io.BytesIO(data), allow_pickle=False)
     return np.asarray(array, dtype=np.float16)
+
+
+def encode_runs(mask_hw: npt.NDArray[np.bool_]) -> list[int]:
+    """Row-major run lengths of an (H, W) mask, background run first (it may be 0).
+
+    The Mini App's wire format: a 512 x 512 outline is a few hundred integers, and a browser
+    decodes it into ``ImageData`` (also row-major) in one loop.
+    """
+    if mask_hw.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask_hw.shape}")
+    flat = np.asarray(mask_hw, dtype=bool).ravel()
+    if flat.size == 0:
+        return []
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    edges = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(edges).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def decode_runs(runs: list[int], hw: tuple[int, int]) -> npt.NDArray[np.bool_]:
+    """The (H, W) mask ``encode_runs`` describes.
+
+    Raises:
+        ValueError: a run that is not a non-negative integer, or runs not summing to H * W.
+    """
+    h, w = hw
+    if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in runs):
+        raise ValueError("runs must be non-negative integers")
+    if sum(runs) != h * w:
+        raise ValueError(f"runs cover {sum(runs)} pixels, the mask has {h * w}")
+    values = np.arange(len(runs)) % 2 == 1
+    return np.repeat(values, runs).reshape(h, w)

@@ -2,17 +2,21 @@
 
 ``run_bot`` is what ``medcrowd run`` calls: long polling by default, or a webhook (aiohttp,
 secret token checked in constant time, updates persisted before the 200) when a public URL is
-configured. Either way updates go through the durable inbox (``bot.telegram.intake``).
+configured. Either way updates go through the durable inbox (``bot.telegram.intake``). The Mini
+App editor (``bot.web.miniapp``), when configured, is handed in duck-typed: ``run_bot`` attaches
+the bot's follow-up to its answers and, in polling mode, starts and stops its small server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from telegram import BotCommand
 from telegram.ext import (
@@ -27,6 +31,7 @@ from telegram.ext import (
 
 from bot.campaign import jobrecords, leaderboard
 from bot.campaign.crowd import Crowd
+from bot.campaign.editor import EditorAnswer
 from bot.campaign.flood import FloodGate
 from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
@@ -37,6 +42,26 @@ from bot.telegram.intake import ALLOWED_UPDATES, Intake
 from bot.telegram.transport import AiohttpRequest
 
 logger = logging.getLogger(__name__)
+
+
+class EditorHook(Protocol):
+    """The Mini App (``bot.web.miniapp.MiniApp``) as the bot sees it."""
+
+    def attach(self, on_answer: Callable[[EditorAnswer], Awaitable[None]]) -> None:
+        """Call ``on_answer`` after each answer the editor stores."""
+        ...
+
+
+class Server(Protocol):
+    """A web server the bot runs alongside it (the Mini App's, in polling mode)."""
+
+    async def start(self) -> None:
+        """Listen."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -141,10 +166,12 @@ def bot_services(
     *,
     digest_seconds: float,
     admins: frozenset[int] = frozenset(),
+    webapp_url: str | None = None,
 ) -> BotServices:
     """The handlers' services from the application's."""
     return BotServices(
         admins=admins,
+        webapp_url=webapp_url,
         sessionmaker=services.sessionmaker,
         store=services.store,
         crowd=Crowd(services.store),
@@ -199,13 +226,19 @@ async def run_bot(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     stop: asyncio.Event | None = None,
+    editor: EditorHook | None = None,
+    editor_server: Server | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``): polling, or the given webhook server.
 
     In webhook mode the server starts first, then the webhook is registered with Telegram at
-    ``webhook_url`` with ``webhook_secret``.
+    ``webhook_url`` with ``webhook_secret``. ``editor`` (the Mini App) hears nothing until the
+    bot runs; ``editor_server`` is its own server (polling mode; the webhook server hosts it
+    otherwise).
     """
     app = build_application(options, services)
+    if editor is not None:
+        editor.attach(functools.partial(volunteer.after_editor_answer, app))
     intake = Intake(
         app,
         services.sessionmaker,
@@ -229,6 +262,8 @@ async def run_bot(
             asyncio.create_task(intake.mark_loop()),
             asyncio.create_task(_digest_loop(app, stopping, options.digest_seconds)),
         ]
+        if editor_server is not None:
+            await editor_server.start()
         if webhook is None:
             await app.bot.delete_webhook()
             workers.append(asyncio.create_task(intake.poll()))
@@ -250,5 +285,7 @@ async def run_bot(
         await intake.finish()
         if webhook is not None:
             await webhook.stop()
+        if editor_server is not None:
+            await editor_server.stop()
         await app.stop()
     logger.info("bot stopped")

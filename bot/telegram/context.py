@@ -36,6 +36,7 @@ class BotServices:
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     # Runs the proposals job that follows an upload (in-process by default: one bot, one machine).
     runner: Runner = field(default_factory=lambda: LocalRunner(workers=0))
+    webapp_url: str | None = None  # the Mini App editor's page; None: chat grid only
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
 from bot.campaign.tasks import option_label
 from bot.telegram import texts
@@ -107,9 +107,29 @@ def verdict(token: str) -> InlineKeyboardMarkup:
     )
 
 
-def adjust_menu(token: str, *, changed: bool) -> InlineKeyboardMarkup:
-    """The Adjust tools; Done appears once something changed (room left for a Mini App)."""
-    rows = [
+def editor_url(base: str, token: str) -> str:
+    """The Mini App page for one crop: its lease token rides in the query string.
+
+    The token only names the crop; the API still checks it is leased to whoever the signed
+    initData says is calling.
+    """
+    return f"{base}{'&' if '?' in base else '?'}t={token}"
+
+
+def adjust_menu(
+    token: str, *, changed: bool, webapp_url: str | None = None
+) -> InlineKeyboardMarkup:
+    """The Adjust tools; Done appears once something changed.
+
+    With a Mini App configured, its editor comes first (a ``web_app`` button: private chats
+    only, HTTPS only); without one the chat grid is the only drawing tool.
+    """
+    rows = []
+    if webapp_url:
+        rows.append(
+            [InlineKeyboardButton(texts.EDITOR, web_app=WebAppInfo(editor_url(webapp_url, token)))]
+        )
+    rows += [
         [_button(texts.CHOICES, Action.CHOICES, token), _button(texts.GRID, Action.GRID, token)],
         [_button(texts.UNDO, Action.UNDO, token), _button(texts.BACK, Action.BACK, token)],
     ]

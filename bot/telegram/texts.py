@@ -43,6 +43,7 @@ ADJUST_MENU = "✏️ Adjust: pick a fix. The outline shown is your working vers
 CHOICES = "Options"
 TIGHTER_LOOSER = "Tighter / looser"
 GRID = "Tap the grid"
+EDITOR = "🖌 Open the editor"
 UNDO = "↩️ Undo"
 DONE = "✔️ Done"
 BACK = "⬅️ Back"

@@ -15,11 +15,12 @@ from telegram.error import BadRequest
 from bot.campaign import cards, leaderboard, render, routing, tasks
 from bot.campaign import volunteers as people
 from bot.campaign.answers import Submitted, submit
+from bot.campaign.editor import EditorAnswer
 from bot.campaign.errors import InvalidInput, MedCrowdError, NoConsent, NoWork, StaleTask
 from bot.db.models import Assignment, TaskKind, Verdict, Volunteer
 from bot.db.types import utcnow
 from bot.telegram import coordinator, keyboards, texts
-from bot.telegram.context import BotContext, BotServices
+from bot.telegram.context import BotApplication, BotContext, BotServices
 from bot.telegram.keyboards import Action, Press
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,11 @@ async def _show_menu(
         key=_photo_key(view),
         draw=lambda: render.overlay(view.crop, view.working),
         caption=texts.ADJUST_MENU,
-        markup=keyboards.adjust_menu(view.token, changed=bool(view.adjust.get("mask"))),
+        markup=keyboards.adjust_menu(
+            view.token,
+            changed=bool(view.adjust.get("mask")),
+            webapp_url=context.services.webapp_url,
+        ),
     )
 
 
@@ -551,7 +556,6 @@ async def _answer(
 ) -> str:
     """Store the answer, then gold feedback or the next crop in the same message."""
     services = context.services
-    view = await tasks.view(session, services.store, assignment)
     submitted: Submitted = await submit(
         session,
         crowd=services.crowd,
@@ -564,11 +568,26 @@ async def _answer(
     )
     if submitted.duplicate:
         return texts.STORED_ALREADY
+    await _after_answer(context, session, volunteer, assignment, submitted, chat_id, message_id)
+    return texts.THANKS
+
+
+async def _after_answer(
+    context: BotContext,
+    session: AsyncSession,
+    volunteer: Volunteer,
+    assignment: Assignment,
+    submitted: Submitted,
+    chat_id: int,
+    message_id: int | None,
+) -> None:
+    """What follows a stored answer: gold feedback (then Next), else the next crop."""
     if submitted.gold is not None:
+        view = await tasks.view(session, context.services.store, assignment)
         gold = submitted.gold
         answer_shown = tasks.shown(assignment, gold.answer_mask)
         truth_shown = tasks.shown(assignment, gold.truth)
-        if verdict == Verdict.REJECT:
+        if submitted.answer.verdict == Verdict.REJECT:
             caption = (
                 texts.GOLD_REJECT_RIGHT
                 if gold.score >= 1.0
@@ -578,6 +597,7 @@ async def _answer(
         else:
             emoji = "🎯" if gold.score >= 0.9 else "👍" if gold.score >= 0.75 else "🧐"
             caption = texts.GOLD_FEEDBACK.format(emoji=emoji, score=gold.score)
+        await session.commit()
         png, _ = await asyncio.to_thread(cards.gold_feedback, view.crop, answer_shown, truth_shown)
         await _put_photo(
             context,
@@ -588,9 +608,27 @@ async def _answer(
             caption=caption,
             markup=keyboards.next_crop(),
         )
-        return texts.THANKS
+        return
     await _serve_next(context, session, volunteer, chat_id, message_id)
-    return texts.THANKS
+
+
+async def after_editor_answer(app: BotApplication, done: EditorAnswer) -> None:
+    """The Mini App stored an answer: the chat moves on as after a button press.
+
+    The volunteer's crop message (known from the lease) shows the gold feedback or the next
+    crop; without a known message a new one is sent.
+    """
+    context = BotContext(app)
+    lease = done.assignment
+    chat_id = lease.chat_id or done.volunteer.telegram_user_id  # a private chat's id is the user's
+    async with context.services.sessionmaker() as session:
+        assert done.volunteer.id is not None
+        assert lease.id is not None
+        volunteer = await session.get_one(Volunteer, done.volunteer.id)
+        assignment = await session.get_one(Assignment, lease.id)
+        await _after_answer(
+            context, session, volunteer, assignment, done.submitted, chat_id, lease.message_id
+        )
 
 
 async def on_error(update: object, context: BotContext) -> None:

@@ -2,7 +2,8 @@
 
 The secret token header is compared in constant time; a wrong or missing one gets 403 and
 nothing is stored. Bodies over ``max_bytes`` are refused. What to do with a stored batch is the
-caller's (``admit``: the bot's intake, which also applies flood control).
+caller's (``admit``: the bot's intake, which also applies flood control). Given a ``MiniApp``,
+the same server also serves the Mini App editor (one public HTTPS host for both).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
+
+from bot.web.miniapp import MiniApp
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class Admits(Protocol):
 
 
 class WebhookServer:
-    """An aiohttp server with one route, ``POST <path>``, plus ``GET /healthz``."""
+    """An aiohttp server: ``POST <path>``, ``GET /healthz``, and the Mini App when given one."""
 
     def __init__(
         self,
@@ -42,6 +45,7 @@ class WebhookServer:
         path: str = "/telegram",
         max_bytes: int = 1 << 20,
         register: Callable[[], Awaitable[Any]] | None = None,
+        miniapp: MiniApp | None = None,
     ) -> None:
         if not SECRET.fullmatch(secret):
             raise ValueError("webhook secret must be 1-256 characters of A-Z a-z 0-9 _ -")
@@ -49,6 +53,7 @@ class WebhookServer:
         self.host, self.port, self.path = host, port, path
         self.max_bytes = max_bytes
         self.register = register
+        self.miniapp = miniapp
         self._intake: Admits | None = None
         self._runner: web.AppRunner | None = None
 
@@ -57,6 +62,8 @@ class WebhookServer:
         app = web.Application(client_max_size=self.max_bytes)
         app.router.add_post(self.path, self._update)
         app.router.add_get("/healthz", self._health)
+        if self.miniapp is not None:
+            self.miniapp.mount(app)  # its API caps its own bodies, below max_bytes
         return app
 
     async def start(self, intake: Admits) -> None:
@@ -74,6 +81,8 @@ class WebhookServer:
 
     async def stop(self) -> None:
         """Stop listening."""
+        if self.miniapp is not None:
+            await self.miniapp.drain()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -150,6 +150,7 @@ async def test_every_adjust_path_reaches_the_database(world: World) -> None:
     assert "Adjust" in menu.params["media"]["caption"]
     labels = [b[0] for b in user.buttons(volunteer.screen)]
     assert "✔️ Done" not in labels  # nothing to submit yet
+    assert user.web_apps(volunteer.screen) == []  # no Mini App configured: the chat grid only
     await volunteer._press("↩️ Undo")
     await toast(user, "Nothing to undo")
     await volunteer._press("Options")

@@ -246,6 +246,29 @@ async def test_emulator_rejects_what_telegram_rejects() -> None:
         assert message.from_user.is_bot
 
 
+async def test_emulator_web_app_buttons_need_https_and_are_listed(emu: BotApiEmulator) -> None:
+    from telegram import WebAppInfo
+
+    async with plain_bot(emu) as bot:
+        plain = InlineKeyboardButton("edit", web_app=WebAppInfo("http://example.org/app/"))
+        with pytest.raises(BadRequest, match=r"(?i)only https"):
+            await bot.send_message(ANN, "hi", reply_markup=InlineKeyboardMarkup([[plain]]))
+        rows = [
+            [InlineKeyboardButton("edit", web_app=WebAppInfo("https://example.org/app/?t=1"))],
+            [InlineKeyboardButton("local", web_app=WebAppInfo("http://127.0.0.1:9/app/"))],
+            [InlineKeyboardButton("ok", callback_data="ok")],
+        ]
+        await bot.send_message(ANN, "hi", reply_markup=InlineKeyboardMarkup(rows))
+    ann = emu.user(ANN)
+    assert ann.web_apps() == [
+        ("edit", "https://example.org/app/?t=1"),
+        ("local", "http://127.0.0.1:9/app/"),
+    ]
+    assert ann.buttons() == [("ok", "ok")]
+    with pytest.raises(LookupError, match="no callback_data"):
+        await ann.press("edit")
+
+
 async def test_emulator_unknown_method_and_wrong_token(emu: BotApiEmulator) -> None:
     async with plain_bot(emu) as bot:
         with pytest.raises(EndPointNotFound):

@@ -22,6 +22,7 @@ from bot.sim.volunteers import Oracle
 from bot.sim.wire import Json
 from bot.telegram.app import BotOptions, bot_services, run_bot
 from bot.telegram.context import BotServices
+from bot.web.miniapp import MiniApp, MiniAppServer
 from tests.helpers.campaigns import phantom_campaign
 
 
@@ -35,6 +36,7 @@ class World:
     handlers: BotServices
     oracle: Oracle
     campaign_id: int
+    editor: MiniAppServer | None = None
 
 
 async def prepare(root: Path, *, database_url: str | None = None, n: int = 8) -> Settings:
@@ -70,8 +72,12 @@ async def running_bot(
     digest_seconds: float = 3600.0,
     flood: tuple[float, float] = (50.0, 50.0),
     admins: frozenset[int] = frozenset(),
+    editor: bool = False,
 ) -> AsyncIterator[World]:
-    """The emulator and the real bot (polling) in this event loop; stops both on exit."""
+    """The emulator and the real bot (polling) in this event loop; stops both on exit.
+
+    With ``editor`` the Mini App runs too, on an ephemeral port, and the Adjust step offers it.
+    """
     emulator = await BotApiEmulator(limits=limits).start()
     services = Services.from_settings(settings)
     options = BotOptions(
@@ -84,8 +90,22 @@ async def running_bot(
         flood_burst=flood[1],
     )
     handlers = bot_services(services, ProposerSpec(), digest_seconds=digest_seconds, admins=admins)
+    server = None
+    if editor:
+        miniapp = MiniApp(
+            sessionmaker=handlers.sessionmaker,
+            store=handlers.store,
+            crowd=handlers.crowd,
+            refiner=handlers.refiner,
+            bot_token=emulator.token,
+        )
+        server = MiniAppServer(miniapp, port=0)
+        await server.start()  # first: the keyboard needs its URL
+        handlers.webapp_url = f"{server.base_url}/app/"
     stop = asyncio.Event()
-    task = asyncio.create_task(run_bot(options, handlers, stop=stop))
+    task = asyncio.create_task(
+        run_bot(options, handlers, stop=stop, editor=server.miniapp if server else None)
+    )
     async with services.sessionmaker() as session:
         campaign = (await session.exec(select(Campaign))).one()
         assert campaign.id is not None
@@ -97,12 +117,15 @@ async def running_bot(
             handlers,
             Oracle(services.sessionmaker, services.store),
             campaign.id,
+            server,
         )
     finally:
         stop.set()
         try:
             await asyncio.wait_for(task, 20)
         finally:
+            if server is not None:
+                await server.stop()
             await emulator.stop()
             await services.close()
 

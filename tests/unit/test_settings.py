@@ -48,3 +48,16 @@ def test_async_url_fills_in_async_driver(url: str, driver: str) -> None:
 def test_async_url_rejects_other_backends() -> None:
     with pytest.raises(ValueError, match="unsupported backend"):
         async_url("mysql://u@h/db")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://bot.example.org/app/", "http://127.0.0.1:8081/app/", "http://localhost/app/"]
+)
+def test_settings_accept_https_or_loopback_webapp_url(url: str) -> None:
+    assert Settings(webapp_url=url).webapp_url == url
+
+
+@pytest.mark.parametrize("url", ["http://bot.example.org/app/", "ftp://x/app/", "app/"])
+def test_settings_refuse_a_webapp_url_telegram_would_not_open(url: str) -> None:
+    with pytest.raises(ValidationError, match="https"):
+        Settings(webapp_url=url)

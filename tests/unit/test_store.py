@@ -89,3 +89,25 @@ def test_png_codec_round_trips_grey_and_rgb() -> None:
     np.testing.assert_array_equal(codecs.decode_png(codecs.encode_png(grey)), grey)
     np.testing.assert_array_equal(codecs.decode_png(codecs.encode_png(rgb)), rgb)
     assert codecs.encode_png(grey) == codecs.encode_png(grey.copy())  # deterministic bytes
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        np.zeros((3, 4), dtype=bool),
+        np.ones((3, 4), dtype=bool),
+        np.eye(4, dtype=bool),
+        np.random.default_rng(0).random((17, 9)) > 0.5,
+    ],
+)
+def test_runs_round_trip_masks(mask: np.ndarray) -> None:
+    runs = codecs.encode_runs(mask)
+    assert sum(runs) == mask.size
+    assert runs[0] == (0 if mask.flat[0] else runs[0])
+    assert np.array_equal(codecs.decode_runs(runs, mask.shape), mask)
+
+
+@pytest.mark.parametrize("runs", [[5], [-1, 13], [3, 2.5, 7], [True, 11]])
+def test_runs_refuse_what_does_not_describe_the_mask(runs: list[int]) -> None:
+    with pytest.raises(ValueError, match="runs"):
+        codecs.decode_runs(runs, (3, 4))
