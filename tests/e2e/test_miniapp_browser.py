@@ -29,6 +29,10 @@ CHROMIUM = os.environ.get("MEDCROWD_CHROMIUM") or shutil.which("chromium") or ""
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (pip install playwright)"
 )
+if not CHROMIUM and os.environ.get("MEDCROWD_REQUIRE_CHROMIUM"):
+    raise RuntimeError(
+        "CI requires chromium for the Mini App's browser tests (apt-get install chromium)"
+    )
 pytestmark = pytest.mark.skipif(
     not CHROMIUM, reason="no chromium on PATH (apt-get install chromium, or set MEDCROWD_CHROMIUM)"
 )
