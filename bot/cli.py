@@ -154,17 +154,30 @@ def _parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser(
         "demo",
-        help="run the offline demo campaign",
-        description="Run the offline demo: phantom data, ingest, crops, and a summary.",
+        help="run the offline demo campaign and write its report",
+        description=(
+            "Run the offline demo campaign: phantom images with a hidden truth, ingest, "
+            "proposals, virtual volunteers in the real bot through a local Bot API emulator, "
+            "fusion, expert review, export; writes report.html and summary.json."
+        ),
     )
-    dm.add_argument("--n", type=int, default=24, help="phantom images (default 24)")
-    dm.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    dm.add_argument("--out", type=Path, help="output folder, wiped first (default DATA_DIR/demo)")
+    dm.add_argument("--quick", action="store_true", help="a small run for tests (about a minute)")
+    dm.add_argument("--images", "--n", dest="images", type=int, help="phantom images (24)")
+    dm.add_argument("--crops", type=int, help="crops kept from the phantoms' boxes (60)")
     dm.add_argument(
         "--volunteers",
         type=int,
-        default=12,
-        help="virtual volunteers answering in (emulated) Telegram; 0 skips that step (default 12)",
+        help="virtual volunteers answering in (emulated) Telegram; 0 skips that step (20)",
     )
+    dm.add_argument("--answers", type=int, help="answers each volunteer gives at most (25)")
+    dm.add_argument(
+        "--style",
+        choices=("mixed", "ct", "ultrasound", "dermoscopy", "histology"),
+        help="phantom style (mixed)",
+    )
+    dm.add_argument("--checkpoint", type=Path, help="a MedSAM checkpoint for the proposals")
+    dm.add_argument("--seed", type=int, help="random seed (7)")
     return parser
 
 
@@ -176,6 +189,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["database_url"] = args.database_url
     if args.log_level is not None:
         overrides["log_level"] = args.log_level
+    if getattr(args, "checkpoint", None) is not None:
+        if not args.checkpoint.is_file():
+            raise FileNotFoundError(f"no MedSAM checkpoint at {args.checkpoint}")
+        overrides["medsam_checkpoint"] = args.checkpoint
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
@@ -196,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
-        _configure_logging(settings.log_level)
+        # The demo's progress bars and stage lines are its output: only warnings beside them.
+        quiet = args.command == "demo" and args.log_level is None
+        _configure_logging("WARNING" if quiet else settings.log_level)
         return _dispatch(args, settings)
     except ValidationError as error:  # before ValueError, of which it is a subclass
         first = error.errors()[0]
@@ -272,14 +291,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         return asyncio.run(
             demo.run_demo(
-                settings,
-                n=args.n,
-                seed=args.seed,
-                launch=_launch if args.volunteers > 0 else None,
-                volunteers=args.volunteers,
+                settings, _demo_options(args), launch=_launch if args.volunteers != 0 else None
             )
         )
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _demo_options(args: argparse.Namespace) -> demo.DemoOptions:
+    """The demo's options: ``--quick`` sizes, then every flag given."""
+    base = demo.DemoOptions.quick_run() if args.quick else demo.DemoOptions()
+    given = {
+        name: getattr(args, name)
+        for name in ("out", "images", "crops", "volunteers", "answers", "style", "seed")
+        if getattr(args, name) is not None
+    }
+    return dataclasses.replace(base, **given)
 
 
 @contextlib.asynccontextmanager
@@ -300,13 +326,25 @@ async def _launch(
     handlers = bot_services(
         services, spec_from(settings), digest_seconds=2, admins=settings.admin_ids
     )
+    # The Mini App editor on a free loopback port: the emulator accepts http there.
+    miniapp = MiniApp(
+        sessionmaker=handlers.sessionmaker,
+        store=handlers.store,
+        crowd=handlers.crowd,
+        refiner=handlers.refiner,
+        bot_token=token,
+    )
+    editor = MiniAppServer(miniapp, port=0)
+    await editor.start()
+    handlers.webapp_url = f"{editor.base_url}/app/"
     stop = asyncio.Event()
-    task = asyncio.create_task(run_bot(options, handlers, stop=stop))
+    task = asyncio.create_task(run_bot(options, handlers, stop=stop, editor=miniapp))
     try:
         yield
     finally:
         stop.set()
         await task
+        await editor.stop()
         await services.close()
 
 

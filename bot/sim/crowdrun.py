@@ -13,22 +13,20 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
-from sqlalchemy import func
-from sqlmodel import col, select
 
-from bot.campaign import arrays, review
-from bot.campaign.crowd import proposal_of
-from bot.campaign.leaderboard import leaderboard
+from bot.campaign import review
 from bot.campaign.services import Services
-from bot.db.models import Answer, Consensus, Task, TaskKind, TaskStatus
-from bot.db.types import utcnow
+from bot.db.models import Task
 from bot.settings import Settings
 from bot.sim.chat import VirtualUser
 from bot.sim.emulator import BotApiEmulator, Limits
+from bot.sim.outcomes import CrowdOutcome, collect
 from bot.sim.volunteers import Oracle, VirtualVolunteer, profile
 from bot.sim.world import task_truths
 from bot.store import codecs
@@ -38,13 +36,13 @@ logger = logging.getLogger(__name__)
 
 # What the demo's crowd is made of (profiles as in fusion's simulator).
 MIX = {
-    "good": 0.4,
+    "good": 0.35,
     "noisy": 0.15,
     "over-segmenter": 0.1,
     "under-segmenter": 0.1,
     "lazy": 0.15,
     "random": 0.05,
-    "adversarial": 0.05,
+    "adversarial": 0.1,
 }
 EXPERT = 4999  # the demo's expert (an administrator of the demo bot)
 EXPERT_ACCEPTS = 0.9  # the Dice vs truth at which the virtual expert accepts a candidate
@@ -64,6 +62,30 @@ async def _work(volunteer: VirtualVolunteer, answers: int) -> None:
             return
 
 
+@dataclass
+class CrowdRun:
+    """What the Telegram step did: the report lines, the measured outcome, the harvest."""
+
+    lines: list[str]
+    outcome: CrowdOutcome
+    seconds: float
+    reviewed: list[str]
+    status_png: bytes
+    export_zip: bytes
+    export_name: str
+
+
+def crowd_mix(volunteers: int) -> list[str]:
+    """Hidden profiles for ``volunteers`` people in ``MIX``'s proportions (largest remainder)."""
+    names = list(MIX)
+    shares = {n: MIX[n] * volunteers for n in names}
+    counts = {n: int(shares[n]) for n in names}
+    missing = volunteers - sum(counts.values())
+    for n in sorted(names, key=lambda n: counts[n] - shares[n])[:missing]:
+        counts[n] += 1
+    return [n for n in names for _ in range(counts[n])]
+
+
 async def run_crowd(
     services: Services,
     settings: Settings,
@@ -74,24 +96,26 @@ async def run_crowd(
     volunteers: int = 12,
     answers: int = 20,
     seed: int = 0,
-) -> list[str]:
-    """Run the crowd and return the demo's report lines."""
-    rng = np.random.default_rng(seed)
-    names = list(MIX)
-    profiles = rng.choice(names, size=volunteers, p=[MIX[n] for n in names])
+) -> CrowdRun:
+    """Run the crowd, an expert's review and the coordinator's harvest; measure the outcome."""
+    profiles = crowd_mix(volunteers)
     emulator = await BotApiEmulator(limits=Limits(per_chat_per_second=None)).start()
     oracle = Oracle(
         services.sessionmaker, services.store, await task_truths(services, truth_dir, campaign_id)
     )
     started = time.perf_counter()
     try:
-        async with launch(settings, emulator.token, emulator.base_url, emulator.base_file_url):
+        async with (
+            launch(settings, emulator.token, emulator.base_url, emulator.base_file_url),
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+        ):
             crowd = [
                 VirtualVolunteer(
                     emulator.user(5000 + i, f"Volunteer {i}"),
-                    profile(str(p), np.random.default_rng(seed + i)),
+                    profile(p, np.random.default_rng(seed + i)),
                     oracle,
                     np.random.default_rng(seed + i),
+                    http=http,
                 )
                 for i, p in enumerate(profiles)
             ]
@@ -104,8 +128,16 @@ async def run_crowd(
             await asyncio.gather(*(_work(v, answers) for v in crowd))
             await asyncio.sleep(0.5)  # the last answers' fusion updates
             seconds = time.perf_counter() - started
-            lines = await _report(services, oracle, campaign_id, crowd, profiles, seconds)
-            reviewed = await expert_review(services, emulator.user(EXPERT, "Expert"), oracle)
+            outcome = await collect(
+                services,
+                oracle,
+                campaign_id,
+                {v.user.id: p for v, p in zip(crowd, profiles, strict=True)},
+            )
+            lines = _lines(outcome, crowd, profiles, seconds)
+            coordinator = emulator.user(EXPERT, "Expert")
+            reviewed = await expert_review(services, coordinator, oracle)
+            status_png, export_zip, export_name = await harvest(coordinator)
     finally:
         await emulator.stop()
     picked = sum(1 for how in reviewed if how != "own")
@@ -113,7 +145,17 @@ async def run_crowd(
         f"  expert /review            {len(reviewed)} escalated crops settled as gold "
         f"({picked} by picking a crowd candidate, {len(reviewed) - picked} by sending a mask)"
     )
-    return lines
+    return CrowdRun(lines, outcome, seconds, reviewed, status_png, export_zip, export_name)
+
+
+async def harvest(coordinator: VirtualUser) -> tuple[bytes, bytes, str]:
+    """The coordinator's /status chart and /export zip, as Telegram delivers them."""
+    await coordinator.send("/status")
+    status = await coordinator.next_event("sendPhoto", timeout=60)
+    await coordinator.send("/export")
+    export = await coordinator.next_event("sendDocument", timeout=120)
+    name = str((export.message or {}).get("document", {}).get("file_name") or "export.zip")
+    return status.upload("photo"), export.upload("document"), name
 
 
 async def expert_review(services: Services, expert: VirtualUser, oracle: Oracle) -> list[str]:
@@ -147,68 +189,35 @@ async def expert_review(services: Services, expert: VirtualUser, oracle: Oracle)
             await expert.send_document(codecs.encode_mask(truth), f"crop{task_id}_mask.png")
 
 
-async def _report(
-    services: Services,
-    oracle: Oracle,
-    campaign_id: int,
-    crowd: list[VirtualVolunteer],
-    profiles: Any,
-    seconds: float,
+def _lines(
+    outcome: CrowdOutcome, crowd: list[VirtualVolunteer], profiles: list[str], seconds: float
 ) -> list[str]:
     verdicts: Counter[str] = Counter()
     for volunteer in crowd:
         verdicts.update(volunteer.verdicts)
-    consensus_dice, proposal_dice = [], []
-    async with services.sessionmaker() as session:
-        rows = (
-            await session.exec(
-                select(Task, Consensus)
-                .join(Consensus, col(Consensus.task_id) == col(Task.id))
-                .where(Task.campaign_id == campaign_id, Task.kind == TaskKind.REAL)
-            )
-        ).all()
-        statuses = Counter(
-            (
-                await session.exec(
-                    select(Task.status).where(
-                        Task.campaign_id == campaign_id, Task.kind == TaskKind.REAL
-                    )
-                )
-            ).all()
-        )
-        for task, consensus in rows:
-            assert task.id is not None
-            truth = oracle.truths[task.id]
-            proposal = await proposal_of(session, task_id=task.id)
-            assert proposal is not None
-            consensus_dice.append(dice(arrays.mask(services.store, consensus.mask_key), truth))
-            proposal_dice.append(dice(arrays.mask(services.store, proposal.mask_key), truth))
-        board = await leaderboard(session, period="all", volunteer_id=None, limit=3, now=utcnow())
-        stored = (
-            await session.exec(
-                select(func.count())
-                .select_from(Answer)
-                .join(Task, col(Task.id) == Answer.task_id)
-                .where(Task.campaign_id == campaign_id)
-            )
-        ).one()
     answered = sum(v.answers for v in crowd)
+    stored = outcome.answers_stored
     lines = [
         f"volunteers in Telegram      {len(crowd)} virtual volunteers via the Bot API emulator "
-        f"({', '.join(f'{n} {p}' for p, n in sorted(Counter(map(str, profiles)).items()))})",
+        f"({', '.join(f'{n} {p}' for p, n in sorted(Counter(profiles).items()))})",
         f"  answers                   {stored} stored in {seconds:.1f} s ("
         + ", ".join(f"{k} {n}" for k, n in sorted(verdicts.items()))
         + f" pressed; {answered - stored} landed on crops finished meanwhile)",
-        f"  crops retired/escalated   {statuses.get(TaskStatus.RETIRED, 0)} / "
-        f"{statuses.get(TaskStatus.ESCALATED, 0)} of {sum(statuses.values())} real crops",
+        f"  crops retired/escalated   {outcome.statuses.get('retired', 0)} / "
+        f"{outcome.statuses.get('escalated', 0)} of {sum(outcome.statuses.values())} real crops",
     ]
-    if consensus_dice:
+    if outcome.crops:
         lines.append(
-            f"  consensus Dice vs truth   {np.mean(consensus_dice):.3f} on {len(rows)} finished "
-            f"crops (their AI proposals alone: {np.mean(proposal_dice):.3f})"
+            f"  Dice vs truth             consensus {outcome.mean('consensus'):.3f}, "
+            f"majority vote {outcome.mean('majority'):.3f}, proposal {outcome.mean('proposal'):.3f}"
+            f" on {len(outcome.crops)} finished crops"
+        )
+        lines.append(
+            f"  answers per finished crop {outcome.answers_per_finished_crop():.1f} "
+            f"(fixed redundancy would spend {outcome.max_answers})"
         )
     lines += [
-        f"  leaderboard #{row.rank}            {row.name}: {row.points} points"
-        for row in board.rows
+        f"  leaderboard #{rank}            {name}: {points} points"
+        for rank, name, points in outcome.leaderboard[:3]
     ]
     return lines

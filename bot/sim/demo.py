@@ -16,13 +16,17 @@ Synthesis joins in a later stage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import shutil
 import time
 import zipfile
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +48,11 @@ from bot.db import migrate
 from bot.db.models import Campaign, Image, Proposal, Task
 from bot.jobs.proposals import make_runner
 from bot.settings import Settings
-from bot.sim.crowdrun import EXPERT, Launcher, run_crowd
+from bot.sim import plots
+from bot.sim.crowdrun import EXPERT, CrowdRun, Launcher, run_crowd
+from bot.sim.outcomes import CrowdOutcome
 from bot.sim.phantom import write_phantoms
+from bot.sim.report import Report
 from bot.store import codecs
 from fusion.bench import available_methods, run_methods
 from fusion.simulate import Scenario, simulate
@@ -68,10 +75,10 @@ def _fresh_dir(root: Path) -> None:
     (root / MARKER).write_text("created by `medcrowd demo`; wiped on each run\n")
 
 
-def _hostile_upload(images: Path, out: Path) -> Path:
+def _hostile_upload(images: Path, out: Path, names: list[str]) -> Path:
     """A zip of real images plus the kinds of file an upload must survive."""
     zip_path = out / "upload.zip"
-    pngs = sorted(images.glob("*.png"))
+    pngs = [images / name for name in names]
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
         for image in pngs:
             archive.write(image, f"study/{image.name}")
@@ -146,32 +153,96 @@ def _score_against_truth(
     return scores
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo runs (the CLI's flags)."""
+
+    out: Path | None = None  # default: <data_dir>/demo
+    images: int = 24
+    crops: int | None = 60  # real + gold crops kept from the phantoms' boxes (None: all)
+    volunteers: int = 20
+    answers: int = 25  # answers per virtual volunteer (fewer once no crop is left for them)
+    style: str = "mixed"
+    seed: int = 7
+    quick: bool = False
+    simulated_fusion: bool = True
+
+    @classmethod
+    def quick_run(cls, **changes: Any) -> DemoOptions:
+        """The test-sized demo: the whole product in well under 90 seconds."""
+        base = cls(images=8, crops=24, volunteers=7, answers=12, quick=True, simulated_fusion=False)
+        return replace(base, **changes)
+
+
+class Stages:
+    """Times each stage and prints one line when it starts and one when it ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        """Run the block as stage ``name``."""
+        print(f"> {name}...", flush=True)  # noqa: T201
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+        print(f"  {name} done in {self.seconds[name]:.1f} s", flush=True)  # noqa: T201
+
+
+def _trim_boxes(phantom_dir: Path, crops: int | None) -> list[str]:
+    """Keep ``crops`` boxes, taken round-robin over the images; returns the images kept."""
+    path = phantom_dir / "boxes.json"
+    boxes: dict[str, list[list[float]]] = json.loads(path.read_text())
+    if crops is not None:
+        kept: dict[str, list[list[float]]] = {}
+        queues = {name: list(b) for name, b in boxes.items()}
+        while sum(map(len, kept.values())) < crops and any(queues.values()):
+            for name, queue in queues.items():
+                if queue and sum(map(len, kept.values())) < crops:
+                    kept.setdefault(name, []).append(queue.pop(0))
+        boxes = kept
+        path.write_text(json.dumps(boxes, indent=1))
+    return sorted(boxes)
+
+
 async def run_demo(
-    settings: Settings,
-    *,
-    n: int,
-    seed: int,
-    launch: Launcher | None = None,
-    volunteers: int = 12,
+    settings: Settings, options: DemoOptions, *, launch: Launcher | None = None
 ) -> int:
-    """Run the demo under ``<data_dir>/demo`` (wiped first) and print its summary.
+    """Run the demo in ``options.out`` (wiped first), print its summary, write its report.
 
     ``launch(settings, token, base_url, file_url)`` starts the Telegram bot against the emulator
     (the CLI passes it in; ``bot.sim`` does not import the bot); without it the Telegram step is
     skipped.
     """
     started = time.perf_counter()
-    root = settings.data_dir / "demo"
+    stage = Stages()
+    root = options.out or settings.data_dir / "demo"
     _fresh_dir(root)
     demo_settings = settings.model_copy(
         update={"data_dir": root, "database_url": None, "admins": str(EXPERT)}
     )
+    book = Report(
+        "MedCrowd demo campaign",
+        "A citizen-science segmentation campaign run end to end on this machine, offline: phantom "
+        "images with a hidden truth, AI proposals, virtual volunteers answering in the real "
+        "Telegram bot through a local Bot API emulator, fusion into a consensus, expert review "
+        "and the coordinator's export. The truth is used only to score the results.",
+    )
     phantom_dir = root / "phantom"
-    with tqdm(total=n, desc="phantoms", unit="img", disable=None) as bar:
+    with (
+        stage("phantoms"),
+        tqdm(total=options.images, desc="phantoms", unit="img", disable=None) as bar,
+    ):
         manifest = write_phantoms(
-            phantom_dir, n=n, style="mixed", seed=seed, progress=lambda: bar.update(1)
+            phantom_dir,
+            n=options.images,
+            style=options.style,
+            seed=options.seed,
+            progress=lambda: bar.update(1),
         )
-    upload = _hostile_upload(phantom_dir / "images", root)
+        kept = _trim_boxes(phantom_dir, options.crops)
+    upload = _hostile_upload(phantom_dir / "images", root, kept)
     await asyncio.to_thread(migrate.upgrade, demo_settings.resolved_database_url)
     services = Services.from_settings(demo_settings)
     runner = make_runner(
@@ -180,12 +251,13 @@ async def run_demo(
         threads=settings.torch_threads,
         ray_address=settings.ray_address,
     )
+    crowd: CrowdRun | None = None
     try:
         async with services.sessionmaker() as session:
             campaign = await ensure_campaign(session, CAMPAIGN, structure="lesion")
         masks, _ = index_masks([phantom_dir / "gold"], services.limits)
         boxes = parse_boxes((phantom_dir / "boxes.json").read_bytes(), "boxes.json")
-        with tqdm(desc="ingest", unit="file", disable=None) as bar:
+        with stage("ingest"), tqdm(desc="ingest", unit="file", disable=None) as bar:
             report = await ingest(
                 services.sessionmaker,
                 services.store,
@@ -196,7 +268,7 @@ async def run_demo(
                 progress=lambda _s: bar.update(1),
             )
         report.write(root / "ingest-report.json")
-        with tqdm(desc="proposals", unit="crop", disable=None) as bar:
+        with stage("proposals"), tqdm(desc="proposals", unit="crop", disable=None) as bar:
             run = await run_proposals(
                 services.sessionmaker,
                 services.store,
@@ -216,8 +288,7 @@ async def run_demo(
             rows = [(t, i, p) for t, i, p in (await session.exec(query)).all()]
         scores = _score_against_truth(services, rows, phantom_dir / "truth")
         _contact_sheet(services, [(t, p) for t, _, p in rows], root / "crops.png")
-        telegram: list[str] = []
-        if launch is not None:
+        if launch is not None and options.volunteers > 0:
             async with services.sessionmaker() as session:
                 row = await session.get_one(Campaign, campaign.id)
                 row.tutorial_tasks, row.min_answers, row.max_answers = 1, 3, 6
@@ -225,41 +296,229 @@ async def run_demo(
                 session.add(row)
                 await session.commit()
             assert campaign.id is not None
-            print("volunteers are answering in Telegram (emulated)...", flush=True)  # noqa: T201
-            telegram = await run_crowd(
-                services,
-                demo_settings,
-                campaign.id,
-                phantom_dir / "truth",
-                launch,
-                volunteers=volunteers,
-                seed=seed,
-            )
-        async with services.sessionmaker() as session:
-            row = await session.get_one(Campaign, campaign.id)
-            exported = await export_campaign(session, services.store, row, root / "exports")
-            numbers = await progress(session, services.store, row)
-        (root / "status.png").write_bytes(chart(numbers))
+            with stage("crowd in Telegram"):
+                crowd = await run_crowd(
+                    services,
+                    demo_settings,
+                    campaign.id,
+                    phantom_dir / "truth",
+                    launch,
+                    volunteers=options.volunteers,
+                    answers=options.answers,
+                    seed=options.seed,
+                )
+            (root / "status.png").write_bytes(crowd.status_png)
+            (root / "exports").mkdir(exist_ok=True)
+            (root / "exports" / crowd.export_name).write_bytes(crowd.export_zip)
+        else:
+            with stage("export"):
+                async with services.sessionmaker() as session:
+                    row = await session.get_one(Campaign, campaign.id)
+                    await export_campaign(session, services.store, row, root / "exports")
+                    numbers = await progress(session, services.store, row)
+                (root / "status.png").write_bytes(chart(numbers))
     finally:
         runner.close()
         await services.close()
-    fusion = await asyncio.to_thread(_simulated_fusion, seed)
+    fusion: list[str] = []
+    if options.simulated_fusion:
+        with stage("fusion benchmark (simulated crowd)"):
+            fusion = await asyncio.to_thread(_simulated_fusion, options.seed)
     lines = _ingest_lines(report, manifest["n"], summary.images, summary.tasks)
     lines += _proposal_lines(run, scores)
     lines += fusion
-    lines += telegram
+    if crowd is not None:
+        lines += crowd.lines
+    exports = sorted((root / "exports").glob("*.zip"))
     lines += [
         f"coordinator /status chart   {root / 'status.png'}",
-        f"dataset export              {exported.crops} crowd + {exported.gold} gold crops, "
-        f"{exported.answers} answers: {exported.path} (COCO RLE, masks, NIfTI, datasheet)",
-    ]
-    lines += [
+        f"dataset export              {exports[-1] if exports else 'none'} "
+        "(COCO RLE, masks, NIfTI, datasheet)",
         f"ingest report               {root / 'ingest-report.json'}",
         f"contact sheet               {root / 'crops.png'} (box yellow, proposal red, gold green)",
+    ]
+    _fill_report(book, options, report, run, scores, crowd, root, stage)
+    book.summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    page, numbers_json = book.write(root)
+    lines += [
+        f"report                      {page} (summary: {numbers_json})",
         f"finished in                 {time.perf_counter() - started:.1f} s",
     ]
     print("\n".join(lines))  # noqa: T201
     return 0
+
+
+def _fill_report(
+    book: Report,
+    options: DemoOptions,
+    ingested: IngestReport,
+    run: ProposalRun,
+    scores: dict[str, list[float]],
+    crowd: CrowdRun | None,
+    root: Path,
+    stage: Stages,
+) -> None:
+    """The report's sections and ``summary.json``, from what the stages produced."""
+    counts = ingested.counts()
+    every = [s for values in scores.values() for s in values]
+    summary: dict[str, Any] = {
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "crops": counts["tasks"],
+        "gold_crops": counts["gold_tasks"],
+        "proposer": run.model_id,
+        "proposal_mean_dice_all_crops": round(float(np.mean(every)), 4) if every else None,
+        "stages": list(stage.seconds),
+        "seconds": dict(stage.seconds),
+    }
+    outcome = crowd.outcome if crowd is not None else None
+    if crowd is not None and outcome is not None and outcome.crops:
+        retired = [c for c in outcome.crops if c.status == "retired"]
+        summary.update(
+            answers=outcome.answers_stored,
+            finished_crops=len(outcome.crops),
+            answers_per_finished_crop=round(outcome.answers_per_finished_crop() or 0, 3),
+            answers_per_retired_crop=(
+                round(float(np.mean([c.answers for c in retired])), 3) if retired else None
+            ),
+            fixed_redundancy=outcome.max_answers,
+            consensus_mean_dice=round(outcome.mean("consensus") or 0, 4),
+            proposal_mean_dice=round(outcome.mean("proposal") or 0, 4),
+            majority_vote_mean_dice=round(outcome.mean("majority") or 0, 4),
+            escalated_reviewed=len(crowd.reviewed),
+            volunteers={v.profile: 0 for v in outcome.volunteers},
+        )
+        for v in outcome.volunteers:
+            summary["volunteers"][v.profile] += 1
+        book.numbers(
+            [
+                (str(summary["crops"]), "crops in the campaign"),
+                (str(outcome.answers_stored), "answers in Telegram"),
+                (f"{summary['consensus_mean_dice']:.3f}", "consensus Dice vs truth"),
+                (f"{summary['majority_vote_mean_dice']:.3f}", "majority vote, same answers"),
+                (f"{summary['proposal_mean_dice']:.3f}", "AI proposal alone"),
+                (
+                    f"{summary['answers_per_finished_crop']:.1f}",
+                    f"answers per finished crop (fixed: {outcome.max_answers})",
+                ),
+            ]
+        )
+    book.summary.update(summary)
+    _upload_section(book, ingested)
+    book.heading("AI proposals")
+    who = FALLBACK_LABEL if run.model_id == FALLBACK_ID else run.model_id
+    book.text(f"Proposer: {who}. Dice of each crop's proposal against the hidden truth, by style:")
+    book.table(
+        ["style", "crops", "mean Dice"],
+        [(k, len(v), float(np.mean(v))) for k, v in sorted(scores.items())]
+        + [("all", len(every), float(np.mean(every)) if every else None)],
+    )
+    book.image(
+        (root / "crops.png").read_bytes(),
+        "Crops with their prompt box (yellow), the "
+        "proposal (red) and, on gold crops, the expert's outline (green).",
+    )
+    if crowd is not None and outcome is not None:
+        _crowd_section(book, crowd, outcome)
+    book.heading("The coordinator")
+    book.image(
+        (root / "status.png").read_bytes(), "/status: the chart a coordinator gets in Telegram."
+    )
+    exports = sorted((root / "exports").glob("*.zip"))
+    if exports:
+        with zipfile.ZipFile(exports[-1]) as archive:
+            names = archive.namelist()
+        folders = sorted({n.split("/")[0] + ("/" if "/" in n else "") for n in names})
+        book.text(
+            f"/export delivered {exports[-1].name} ({exports[-1].stat().st_size / 1e6:.1f} MB): "
+            + ", ".join(folders)
+        )
+        summary["export"] = str(exports[-1])
+    book.heading("Timings")
+    book.image(plots.timings(list(stage.seconds.items())), "Seconds per stage on this machine.")
+    book.summary.update(summary)
+
+
+def _upload_section(book: Report, ingested: IngestReport) -> None:
+    counts = ingested.counts()
+    book.heading("The upload")
+    book.text(
+        f"{len(ingested.files)} files: {counts['ingested']} ingested "
+        f"({counts['tasks']} crops, {counts['gold_tasks']} gold), {counts['duplicate']} "
+        f"duplicate, {counts['rejected']} rejected, each with its reason:"
+    )
+    book.table(
+        ["file", "reason"],
+        [(f.file.split(":", 1)[-1], f.reason) for f in ingested.files if f.status != "ingested"],
+    )
+
+
+def _crowd_section(book: Report, crowd: CrowdRun, outcome: CrowdOutcome) -> None:
+    book.heading("The crowd in Telegram")
+    mix = ", ".join(
+        f"{n} {p}" for p, n in sorted(Counter(v.profile for v in outcome.volunteers).items())
+    )
+    book.text(
+        f"{len(outcome.volunteers)} virtual volunteers ({mix}) consented, did the tutorial and "
+        f"answered {outcome.answers_stored} times in {crowd.seconds:.0f} s, pressing the bot's "
+        f"buttons through the emulator. Fusion retired {outcome.statuses.get('retired', 0)} crops "
+        f"and escalated {outcome.statuses.get('escalated', 0)} to an expert."
+    )
+    if outcome.samples:
+        book.image(
+            plots.samples(outcome.samples),
+            "The crops where the crowd changed the outcome most: proposal, the volunteers' masks, "
+            "the consensus and the hidden truth.",
+        )
+    if outcome.crops:
+        book.image(
+            plots.dice_per_crop(outcome.crops),
+            "Dice against the truth on every finished crop: fusion's consensus, plain majority "
+            "vote over the very same answers, and the AI proposal alone.",
+        )
+        book.image(
+            plots.answers_per_crop(outcome.crops, outcome.max_answers),
+            "Answers spent per finished crop: a crop retires as soon as its consensus is certain.",
+        )
+    if outcome.volunteers:
+        book.image(
+            plots.volunteers(outcome.volunteers),
+            "What fusion learned about each volunteer, against their hidden profile.",
+        )
+        book.table(
+            [
+                "volunteer",
+                "hidden profile",
+                "answers",
+                "points",
+                "trust",
+                "mask reliability",
+                "vote skill",
+                "gold Dice",
+                "flagged",
+            ],
+            [
+                (
+                    v.name,
+                    v.profile,
+                    v.answers,
+                    v.points,
+                    v.trust,
+                    v.reliability,
+                    v.vote_skill,
+                    v.gold_dice,
+                    "adversary" if v.adversary else "",
+                )
+                for v in sorted(outcome.volunteers, key=lambda v: -v.trust)
+            ],
+        )
+    book.text("Leaderboard (all time):")
+    book.table(["rank", "volunteer", "points"], outcome.leaderboard)
+    picked = sum(1 for how in crowd.reviewed if how != "own")
+    book.text(
+        f"Expert review: {len(crowd.reviewed)} escalated crops settled through /review, "
+        f"{picked} by picking a crowd candidate and {len(crowd.reviewed) - picked} by sending a "
+        "mask; each became gold."
+    )
 
 
 def _ingest_lines(

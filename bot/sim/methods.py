@@ -18,6 +18,7 @@ from bot.sim.feed import Webhook
 from bot.sim.wire import (
     MAX_ANSWER_TEXT,
     NOT_MODIFIED,
+    UPLOAD_NAMES,
     ApiError,
     Json,
     bad_request,
@@ -146,9 +147,8 @@ class BotApiMethods:
             raise bad_request("there is no document in the request")
         content: Json = {}
         _set(content, "caption", check_caption(_text(p, "caption", p.get("parse_mode"))))
-        content["document"] = self.emu.media.store_document(
-            f["document"], str(p.get("filename") or "document")
-        )
+        name = (p.get(UPLOAD_NAMES) or {}).get("document") or p.get("filename") or "document"
+        content["document"] = self.emu.media.store_document(f["document"], str(name))
         message = self._send(chat_id, content, p)
         self._emit(chat_id, "sendDocument", p, message, f)
         return message

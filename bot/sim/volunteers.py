@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 import logging
+import urllib.parse
 from dataclasses import dataclass, field
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
@@ -25,11 +27,13 @@ from bot.sim.chat import Event, VirtualUser
 from bot.sim.wire import Json
 from bot.store import codecs
 from bot.store.files import FileStore
+from fusion.simulate import blob, signed_distance, smooth_field
 from inference.prediction import dice
 
 logger = logging.getLogger(__name__)
 
 Mask = npt.NDArray[np.bool_]
+EDITOR_SHARE = 0.75  # of fixes made in the Mini App editor when the bot offers it
 PROFILES = ("good", "noisy", "over-segmenter", "under-segmenter", "lazy", "random", "adversarial")
 
 
@@ -72,16 +76,30 @@ class Oracle:
                 tasks.shown(assignment, truth), view.proposal, options, task.kind != TaskKind.REAL
             )
 
+    async def working(self, token: str) -> Mask:
+        """The outline on the volunteer's screen now (their working mask, displayed frame)."""
+        async with self.sessionmaker() as session:
+            assignment = await routing.assignment_by_token(session, token=token)
+            return (await tasks.view(session, self.store, assignment)).working
+
 
 @dataclass
 class Profile:
-    """How a virtual volunteer answers (see ``fusion.simulate`` for the same profiles)."""
+    """How a virtual volunteer answers (the same profiles as ``fusion.simulate``).
+
+    ``bias`` (boundary offset, + over-segments), ``amp`` and ``grid`` (amplitude and smoothness
+    of their boundary noise) shape the outlines they draw in the Mini App editor, in pixels of a
+    256-pixel crop.
+    """
 
     name: str
     tau: float = 0.90
     perception: float = 0.03
     adjust: float = 0.6
     care: float = 1.0  # how hard they try to get a fix right (1: pick the best option)
+    bias: float = 0.0
+    amp: float = 2.0
+    grid: int = 8
 
 
 def profile(name: str, rng: np.random.Generator) -> Profile:
@@ -90,12 +108,25 @@ def profile(name: str, rng: np.random.Generator) -> Profile:
         raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")
     adjust = float(rng.uniform(0.4, 0.8))
     if name == "noisy":
-        return Profile(name, 0.90, 0.08, adjust, care=0.5)
+        return Profile(name, 0.90, 0.08, adjust, 0.5, rng.normal(0, 1), rng.uniform(4, 7), 24)
     if name == "over-segmenter":
-        return Profile(name, 0.85, 0.03, adjust)
+        return Profile(name, 0.85, 0.03, adjust, 1.0, rng.uniform(3, 8), rng.uniform(1.5, 3))
     if name == "under-segmenter":
-        return Profile(name, 0.95, 0.03, adjust)
-    return Profile(name, 0.90, 0.03, adjust)
+        return Profile(name, 0.95, 0.03, adjust, 1.0, -rng.uniform(3, 8), rng.uniform(1.5, 3))
+    if name == "good":
+        return Profile(name, 0.90, 0.03, adjust, 1.0, rng.normal(0, 1), rng.uniform(1.5, 3))
+    return Profile(name, 0.90, 0.03, adjust, grid=16)
+
+
+def draw(profile: Profile, truth: Mask, rng: np.random.Generator) -> Mask:
+    """The outline a volunteer of ``profile`` draws for ``truth`` (a square crop) in the editor."""
+    size = truth.shape[0]
+    scale = size / 256
+    if profile.name == "random":
+        radii = rng.uniform(15, 50, 2) * scale
+        return blob(rng, size, *rng.uniform(0.25 * size, 0.75 * size, 2), *radii)
+    noise = profile.amp * scale * smooth_field(rng, size, profile.grid)
+    return np.asarray(signed_distance(truth) + profile.bias * scale + noise > 0, dtype=bool)
 
 
 def _token(user: VirtualUser, screen: Json) -> str:
@@ -118,6 +149,8 @@ class VirtualVolunteer:
     screen: Json = field(default_factory=dict)
     answers: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
+    # Set to open the Mini App editor when the bot offers it (else the chat tools are used).
+    http: aiohttp.ClientSession | None = None
 
     async def join(self, nickname: str | None = None) -> Event:
         """/start, agree, nickname or skip; returns the first crop the bot sent."""
@@ -162,7 +195,7 @@ class VirtualVolunteer:
         seen = None if self.profile.name == "lazy" else await self.oracle.seen(token)
         verdict = self._decide(seen)
         if verdict == "adjust" and seen is not None:
-            await self._adjust(seen)
+            verdict = await self._adjust(token, seen)
         else:
             label = {"accept": "✅", "reject": "❌", "unsure": "🤷"}[verdict]
             await self._press(label)
@@ -187,13 +220,39 @@ class VirtualVolunteer:
             return "accept"
         return "adjust" if self.rng.random() < p.adjust else "reject"
 
-    async def _adjust(self, seen: Seen) -> None:
-        """Fix the outline with the chat tools, as well as this volunteer manages."""
+    async def _draw_in_editor(self, url: str, seen: Seen) -> None:
+        """Open the Mini App (as Telegram would, with signed initData), draw, and submit."""
+        assert self.http is not None
+        page, _, query = url.partition("?")
+        token = urllib.parse.parse_qs(query)["t"][0]
+        api = page.rsplit("/app", 1)[0] + "/api"
+        headers = {"Authorization": f"tma {self.user.init_data()}"}
+        async with self.http.get(f"{api}/crop", params={"t": token}, headers=headers) as reply:
+            reply.raise_for_status()
+            opened = await reply.json()
+        mask = draw(self.profile, seen.truth, self.rng)
+        body = {"t": token, "mask": codecs.encode_runs(mask), "size": list(mask.shape)}
+        assert [opened["height"], opened["width"]] == list(mask.shape)
+        async with self.http.post(f"{api}/submit", json=body, headers=headers) as reply:
+            reply.raise_for_status()
+
+    async def _adjust(self, token: str, seen: Seen) -> str:
+        """Fix the outline with the chat tools, as well as this volunteer manages.
+
+        A careful volunteer checks the result before sending it: a fix that came out worse than
+        the proposal is abandoned, and the proposal rejected instead. Returns the verdict sent.
+        """
         await self._press("✏️")
         await self._await_screen()
+        editors = self.user.web_apps(self.screen)
+        if editors and self.http is not None and self.rng.random() < EDITOR_SHARE:
+            await self._draw_in_editor(editors[0][1], seen)
+            return "adjust"
         scores = [dice(mask, seen.truth) for _, mask in seen.options]
+        before = dice(seen.proposal, seen.truth)
         best = int(np.argmax(scores)) if scores else -1
-        if scores and (scores[best] >= 0.85 or self.profile.care < 1.0):
+        careful = self.profile.care >= 1.0
+        if scores and (scores[best] >= max(0.85, before) or not careful):
             pick = (
                 best
                 if self.rng.random() < self.profile.care
@@ -211,7 +270,13 @@ class VirtualVolunteer:
                 await self._await_screen()
             await self._press("🔄")
             await self._await_screen()
+        if careful and dice(await self.oracle.working(token), seen.truth) < before:
+            await self._press("⬅️")  # back to the verdict buttons
+            await self._await_screen()
+            await self._press("❌")
+            return "reject"
         await self._press("✔️")
+        return "adjust"
 
 
 def _cells_covering(truth: Mask, cells: int = render.GRID) -> list[str]:

@@ -94,6 +94,9 @@ def decode_params(raw: dict[str, Any]) -> Json:
     return params
 
 
+UPLOAD_NAMES = "__upload_names__"  # params key: multipart field -> uploaded file name
+
+
 async def read_request(request: web.Request) -> tuple[Json, dict[str, bytes]]:
     """Parameters and uploaded files of one Bot API call (query, JSON, form or multipart)."""
     raw: dict[str, Any] = dict(request.query)
@@ -103,13 +106,18 @@ async def read_request(request: web.Request) -> tuple[Json, dict[str, bytes]]:
         if not isinstance(body, dict):
             raise bad_request("request body must be a JSON object")
         return {**decode_params(raw), **body}, files
+    names: dict[str, str] = {}
     if request.body_exists:
         for key, value in (await request.post()).items():
             if isinstance(value, web.FileField):
                 files[key] = value.file.read()
+                names[key] = value.filename
             else:
                 raw[key] = value
-    return decode_params(raw), files
+    params = decode_params(raw)
+    if names:  # what Telegram shows as a document's file_name
+        params[UPLOAD_NAMES] = names
+    return params, files
 
 
 def plain_text(text: str, parse_mode: str | None) -> str:
