@@ -27,6 +27,7 @@ from bot.settings import Settings
 from bot.sim.chat import VirtualUser
 from bot.sim.emulator import BotApiEmulator, Limits
 from bot.sim.outcomes import CrowdOutcome, collect
+from bot.sim.screenshot import EditorUnavailable, editor_screenshot
 from bot.sim.volunteers import Oracle, VirtualVolunteer, profile
 from bot.sim.world import task_truths
 from bot.store import codecs
@@ -44,6 +45,7 @@ MIX = {
     "random": 0.05,
     "adversarial": 0.1,
 }
+VISITOR = 4998  # a newcomer who opens the Mini App editor for the report's screenshot
 EXPERT = 4999  # the demo's expert (an administrator of the demo bot)
 EXPERT_ACCEPTS = 0.9  # the Dice vs truth at which the virtual expert accepts a candidate
 # launch(settings, token, base_url, file_url): the bot running against the emulator.
@@ -73,6 +75,8 @@ class CrowdRun:
     status_png: bytes
     export_zip: bytes
     export_name: str
+    editor_png: bytes | None
+    editor_note: str
 
 
 def crowd_mix(volunteers: int) -> list[str]:
@@ -135,6 +139,14 @@ async def run_crowd(
                 {v.user.id: p for v, p in zip(crowd, profiles, strict=True)},
             )
             lines = _lines(outcome, crowd, profiles, seconds)
+            editor_png, editor_note = await editor_view(
+                VirtualVolunteer(
+                    emulator.user(VISITOR, "Visitor"),
+                    profile("good", np.random.default_rng(seed)),
+                    oracle,
+                    np.random.default_rng(seed),
+                )
+            )
             coordinator = emulator.user(EXPERT, "Expert")
             reviewed = await expert_review(services, coordinator, oracle)
             status_png, export_zip, export_name = await harvest(coordinator)
@@ -145,7 +157,32 @@ async def run_crowd(
         f"  expert /review            {len(reviewed)} escalated crops settled as gold "
         f"({picked} by picking a crowd candidate, {len(reviewed) - picked} by sending a mask)"
     )
-    return CrowdRun(lines, outcome, seconds, reviewed, status_png, export_zip, export_name)
+    return CrowdRun(
+        lines,
+        outcome,
+        seconds,
+        reviewed,
+        status_png,
+        export_zip,
+        export_name,
+        editor_png,
+        editor_note,
+    )
+
+
+async def editor_view(visitor: VirtualVolunteer) -> tuple[bytes | None, str]:
+    """A newcomer opens the Mini App editor on their first crop; its screenshot, or why not."""
+    await visitor.join(nickname=None)
+    await visitor.user.press("✏️", message_id=visitor.screen.get("message_id"))
+    event = await visitor.user.next_event("editMessageMedia", "editMessageReplyMarkup", timeout=30)
+    apps = visitor.user.web_apps(event.message)
+    if not apps:
+        return None, "the bot offered no Mini App button"
+    try:
+        png = await editor_screenshot(apps[0][1], visitor.user.init_data(), visitor.user.id)
+    except EditorUnavailable as error:
+        return None, f"no screenshot: {error}"
+    return png, "the Mini App editor as a phone shows it inside Telegram"
 
 
 async def harvest(coordinator: VirtualUser) -> tuple[bytes, bytes, str]:

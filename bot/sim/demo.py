@@ -513,6 +513,16 @@ def _crowd_section(book: Report, crowd: CrowdRun, outcome: CrowdOutcome) -> None
         )
     book.text("Leaderboard (all time):")
     book.table(["rank", "volunteer", "points"], outcome.leaderboard)
+    book.heading("The Mini App editor")
+    if crowd.editor_png is not None:
+        book.image(
+            crowd.editor_png,
+            "The tap-to-refine editor a volunteer opens from ✏️ Adjust (headless Chromium, phone "
+            "viewport, Telegram's dark theme): tap inside or outside, brush, erase, undo, submit.",
+            width=300,
+        )
+    else:
+        book.text(f"No editor screenshot: {crowd.editor_note}.", note=True)
     picked = sum(1 for how in crowd.reviewed if how != "own")
     book.text(
         f"Expert review: {len(crowd.reviewed)} escalated crops settled through /review, "

@@ -64,11 +64,15 @@ class Report:
         )
         self.blocks.append(f"<table><tr>{head}</tr>{body}</table>")
 
-    def image(self, png: bytes, caption: str, *, alt: str | None = None) -> None:
-        """A PNG, inlined, with its caption."""
+    def image(
+        self, png: bytes, caption: str, *, alt: str | None = None, width: int | None = None
+    ) -> None:
+        """A PNG, inlined, with its caption (at most ``width`` CSS pixels wide)."""
         data = base64.b64encode(png).decode("ascii")
+        size = f' style="width:{width}px"' if width else ""
         self.blocks.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt or caption)}">'
+            f'<figure><img src="data:image/png;base64,{data}"{size} '
+            f'alt="{html.escape(alt or caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
 

@@ -8,7 +8,6 @@ to the test's tmp dir and, when ``MEDCROWD_ARTIFACTS`` is set, are copied there.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import time
@@ -21,6 +20,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot.db.models import Answer, Verdict, Volunteer
+from bot.sim.screenshot import PHONE, telegram_script
 from bot.sim.volunteers import VirtualVolunteer, profile
 from bot.web.initdata import signed_for_user
 from tests.helpers.bot import World, prepare, running_bot
@@ -36,35 +36,6 @@ if not CHROMIUM and os.environ.get("MEDCROWD_REQUIRE_CHROMIUM"):
 pytestmark = pytest.mark.skipif(
     not CHROMIUM, reason="no chromium on PATH (apt-get install chromium, or set MEDCROWD_CHROMIUM)"
 )
-PHONE = {"width": 390, "height": 844}
-THEME = {
-    "bg_color": "#17212b",
-    "text_color": "#f5f5f5",
-    "hint_color": "#708499",
-    "button_color": "#5288c1",
-    "button_text_color": "#ffffff",
-    "secondary_bg_color": "#232e3c",
-}
-FAKE_WEBAPP = """
-window.__tg = {closed: false, ready: false, main: {text: "", visible: false, handlers: []}};
-window.Telegram = {WebApp: {
-  initData: %(init)s,
-  initDataUnsafe: {user: {id: %(uid)d}},
-  themeParams: %(theme)s,
-  colorScheme: "dark",
-  ready() { window.__tg.ready = true; },
-  expand() {},
-  close() { window.__tg.closed = true; },
-  MainButton: {
-    setText(t) { window.__tg.main.text = t; return this; },
-    show() { window.__tg.main.visible = true; return this; },
-    hide() { window.__tg.main.visible = false; return this; },
-    onClick(f) { window.__tg.main.handlers.push(f); return this; },
-    showProgress() { return this; },
-    hideProgress() { return this; },
-  },
-}};
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +138,7 @@ async def test_miniapp_taps_brush_undo_and_submit_in_a_phone_browser(
 ) -> None:
     volunteer, url = await _on_a_crop(world, 4401)
     init = signed_for_user(4401, world.emulator.token, auth_date=int(time.time()))
-    script = FAKE_WEBAPP % {"init": json.dumps(init), "uid": 4401, "theme": json.dumps(THEME)}
+    script = telegram_script(init, 4401)
     page = await _phone(browser, script)
     await page.goto(url)
     await _state(page, "ready")
