@@ -146,6 +146,7 @@ class SynthesisConfig:
                 steps=100, batch_size=4, jitter=1.0, val_every=25, checkpoint_every=25
             ),
             judge=SegmenterConfig(width=8, depth=2, steps=150, batch_size=8, lr=3e-3),
+            threads=1,  # tiny ops: a second (spinning) OpenMP thread only adds overhead
         )
         return dataclasses.replace(base, **overrides)
 

@@ -117,6 +117,8 @@ class Trainer:
         self.step = 0
         self.rng = np.random.default_rng([cfg.seed, rank])
         self.history = History()
+        # dropout draws from torch's global RNG: a fresh run seeds it, a resumed run restores it
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rank]).generate_state(1)[0]))
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next augmented batch: masks (B, 1, S, S) and images (B, 1, S, S)."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import numpy.typing as npt
+import torch
 from scipy import ndimage as ndi
 
 
@@ -33,3 +37,14 @@ def toy_pairs(
 def toy_probabilities(masks: npt.NDArray[np.bool_], sigma: float = 1.5) -> npt.NDArray[np.float64]:
     """Crowd-like probability maps: each mask blurred, so thresholds move its boundary."""
     return np.stack([ndi.gaussian_filter(m.astype(np.float64), sigma) for m in masks])
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny tensors on a shared machine: one torch thread is faster and steadier than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
