@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -48,3 +49,33 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def ddp_worker(rank: int, world_size: int, port: int, out_dir: Path) -> None:
+    """One rank of the two-process gloo test: train a few tiny steps, save what it ended with."""
+    from synthesis.config import SynthesisConfig
+    from synthesis.ddp import DistributedContext, parameters_agree, setup, teardown
+    from synthesis.generator import Pix2Pix
+    from synthesis.train import PairData, Trainer
+
+    ctx = DistributedContext(rank, world_size, rank, f"tcp://127.0.0.1:{port}", "gloo")
+    device = setup(ctx)
+    try:
+        torch.set_num_threads(1)
+        cfg = SynthesisConfig.tiny()
+        masks, images = toy_pairs(8, cfg.model.size)
+        # different initial weights per rank: DDP must broadcast rank 0's
+        gen = Pix2Pix(cfg.model, cfg.train, device=device, seed=rank, distributed=True)
+        trainer = Trainer(cfg, gen, PairData.from_arrays(masks, images), rank, world_size)
+        trainer.fit(until=3)
+        trainer.save(out_dir / "latest.pt")
+        torch.save(
+            {
+                "agree": parameters_agree(gen.parameters()),
+                "params": torch.cat([p.detach().reshape(-1) for p in gen.parameters()]),
+                "losses": trainer.history.losses,
+            },
+            out_dir / f"rank{rank}.pt",
+        )
+    finally:
+        teardown()

@@ -72,6 +72,8 @@ def test_networks_gemm_convolutions_equal_onednn_in_float64() -> None:
         a, b = ref(x), fast(x)
         torch.testing.assert_close(a, b)
         g = torch.randn_like(a)
+        assert ref.bias is not None
+        assert fast.bias is not None
         ga = torch.autograd.grad(a, (x, ref.weight, ref.bias), g)
         gb = torch.autograd.grad(b, (x, fast.weight, fast.bias), g)
         for p, q in zip(ga, gb, strict=True):
