@@ -1,0 +1,1 @@
+"""Benchmark scripts, run as files; a package so that mypy names them apart from the libraries."""
