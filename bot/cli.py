@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from alembic.util.exc import CommandError
@@ -29,6 +30,7 @@ from bot.campaign.projects import ensure_campaign, get_campaign
 from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
 from bot.campaign.services import Services, limits_from
 from bot.campaign.sources import count_inputs
+from bot.campaign.synthesis import PRESETS, SynthesisOptions, SynthesisRun, run_synthesis
 from bot.db import migrate
 from bot.jobs.proposals import make_runner
 from bot.settings import Settings
@@ -142,6 +144,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--project", required=True, help="campaign name")
     ex.add_argument("--out", type=Path, help="folder for the zip (default <data dir>/exports)")
+
+    sy = sub.add_parser(
+        "synthesize",
+        help="train pix2pix on a campaign's finished crops and store gated synthetic pairs",
+        description=(
+            "Train (or resume) pix2pix on the campaign's finished crops (consensus and gold), "
+            "generate N candidate pairs from new plausible masks, keep those the quality gate "
+            "accepts, and store them with their scores and provenance."
+        ),
+    )
+    sy.add_argument("--project", required=True, help="campaign name")
+    sy.add_argument("--n", type=int, default=64, help="candidate pairs to generate (64)")
+    sy.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="configuration: cpu (64 px, minutes), gpu (256 px, the reference size), demo, tiny",
+    )
+    sy.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    sy.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
     sub.add_parser(
         "run",
@@ -285,6 +307,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             f"and {exported.answers} answers to {exported.path} ({exported.bytes / 1e6:.1f} MB)"
         )
         return 0
+    if args.command == "synthesize":
+        if args.n < 1:
+            raise ValueError("--n must be at least 1")
+        synthesized = asyncio.run(_synthesize(args, settings))
+        print(  # noqa: T201
+            f"synthesis job #{synthesized.job_id}: trained on {synthesized.trained_on} finished "
+            f"crops to step {synthesized.steps} (resumed from {synthesized.resumed_from}); kept "
+            f"{len(synthesized.kept)} of {synthesized.candidates} candidates "
+            f"({100 * synthesized.acceptance:.0f} %); checkpoint sha256 "
+            f"{synthesized.checkpoint_sha256[:16]}"
+        )
+        return 0
     if args.command == "run":
         asyncio.run(_run(settings))
         return 0
@@ -358,6 +392,34 @@ async def _export(args: argparse.Namespace, settings: Settings) -> ExportReport:
                 session, services.store, campaign, args.out or settings.data_dir / "exports"
             )
     finally:
+        await services.close()
+
+
+async def _synthesize(args: argparse.Namespace, settings: Settings) -> SynthesisRun:
+    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    services = Services.from_settings(settings)
+    options = SynthesisOptions(n=args.n, preset=args.preset, steps=args.steps, seed=args.seed)
+    bars: dict[str, tqdm[Any]] = {}
+
+    def report(phase: str, done: int, total: int) -> None:
+        if phase not in bars:
+            bars[phase] = tqdm(total=total, desc=phase, disable=None)
+        bars[phase].update(done - bars[phase].n)
+
+    try:
+        async with services.sessionmaker() as session:
+            campaign = await get_campaign(session, args.project)
+        return await run_synthesis(
+            services.sessionmaker,
+            services.store,
+            campaign,
+            options,
+            settings.data_dir,
+            report=report,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
         await services.close()
 
 

@@ -303,6 +303,10 @@ class SyntheticPair(SQLModel, table=True):
     seed: int = Field(sa_type=sa.BigInteger)
     gate_score: float
     source_task_ids: list[int] = Field(default_factory=list, sa_type=sa.JSON)
+    # Every gate score (judge Dice, intensity distance, nearest-neighbour correlation) and the
+    # provenance (checkpoint sha256, config digest, sampler strategy, seed, draw index).
+    scores: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     created_at: dt.datetime = _ts()
 
 
