@@ -74,7 +74,8 @@ async def test_pairs_come_from_finished_and_gold_crops_only(
     retired = [t.id for t in tasks if t.status == TaskStatus.RETIRED and t.kind == TaskKind.REAL]
     assert sorted(pairs.task_ids) == sorted(gold + retired)
     assert pairs.images.shape == pairs.masks.shape == (len(pairs.task_ids), 32, 32)
-    assert 0 <= pairs.images.min() and pairs.images.max() <= 1
+    assert pairs.images.min() >= 0
+    assert pairs.images.max() <= 1
     assert pairs.masks.dtype == bool
     assert all(m.any() for m in pairs.masks)
     assert pairs.probabilities is not None
