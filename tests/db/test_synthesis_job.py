@@ -70,8 +70,10 @@ async def test_pairs_come_from_finished_and_gold_crops_only(
     async with sessionmaker() as session:
         pairs = await training_pairs(session, store, campaign, 32)
         tasks = (await session.exec(select(Task))).all()
-    gold = [t.id for t in tasks if t.kind == TaskKind.GOLD]
-    retired = [t.id for t in tasks if t.status == TaskStatus.RETIRED and t.kind == TaskKind.REAL]
+    gold = [t.id or 0 for t in tasks if t.kind == TaskKind.GOLD]
+    retired = [
+        t.id or 0 for t in tasks if t.status == TaskStatus.RETIRED and t.kind == TaskKind.REAL
+    ]
     assert sorted(pairs.task_ids) == sorted(gold + retired)
     assert pairs.images.shape == pairs.masks.shape == (len(pairs.task_ids), 32, 32)
     assert pairs.images.min() >= 0
@@ -104,7 +106,7 @@ async def test_synthesis_stores_gated_pairs_and_a_second_run_resumes(
     async with sessionmaker() as session:
         stored = (await session.exec(select(SyntheticPair))).all()
         job = await session.get_one(Job, first.job_id)
-    assert sorted(p.id for p in stored) == sorted(first.kept)
+    assert sorted(p.id or 0 for p in stored) == sorted(first.kept)
     assert job.kind == "synthesis"
     assert job.status == JobStatus.DONE
     for pair in stored:
