@@ -55,6 +55,8 @@ class QualityGate:
     def fit(self, val_images: Images, val_masks: Masks, train_images: Images) -> QualityGate:
         """Thresholds from held-out real pairs and the training images (all (N, S, S), [0, 1])."""
         cfg = self.cfg
+        if len(val_images) == 0:
+            raise ValueError("the gate needs at least one held-out real pair to set its thresholds")
         found = self.judge(val_images)
         self.val_dice_ = np.array([dice(f, m) for f, m in zip(found, val_masks, strict=True)])
         self.dice_threshold_ = max(

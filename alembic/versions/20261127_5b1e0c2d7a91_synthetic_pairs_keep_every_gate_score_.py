@@ -20,9 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("syntheticpair", schema=None) as batch_op:
         batch_op.add_column(sa.Column("scores", sa.JSON(), nullable=False, server_default="{}"))
-        batch_op.add_column(
-            sa.Column("provenance", sa.JSON(), nullable=False, server_default="{}")
-        )
+        batch_op.add_column(sa.Column("provenance", sa.JSON(), nullable=False, server_default="{}"))
 
 
 def downgrade() -> None:

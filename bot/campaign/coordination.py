@@ -37,7 +37,7 @@ from bot.db.models import (
 logger = logging.getLogger(__name__)
 
 PRIVILEGED = (Role.COORDINATOR, Role.ADMIN)
-RETRYABLE = ("proposals", "export")  # job kinds the chat can start again
+RETRYABLE = ("proposals", "export", "synthesis")  # job kinds the chat can start again
 # What /rules may change: name -> (type, lowest, highest).
 RULES: dict[str, tuple[type, float, float]] = {
     "min_answers": (int, 1, 50),

@@ -11,6 +11,9 @@ Layout of ``<campaign>-<timestamp>.zip``::
     answers.csv                  every raw answer, with pseudonymous volunteer ids
     volunteers.csv               per pseudonym: answers, gold answers and accuracy, points
     datasheet.md / .json         counts, rules, model ids, consensus and proposal quality on gold
+    synthetic/images/<id>.png    synthetic pairs that passed the quality gate (when synthesis ran),
+    synthetic/masks/<id>.png     kept apart from the real data, with
+    synthetic/pairs.json         every gate score and the provenance of each pair
 
 Only crops whose consensus is final (retired or escalated) are exported; gold crops contribute
 their expert mask to ``coco.json`` marked ``"source": "gold"``.
@@ -45,6 +48,7 @@ from bot.db.models import (
     Consensus,
     GoldScore,
     Image,
+    SyntheticPair,
     Task,
     TaskKind,
     TaskStatus,
@@ -84,6 +88,7 @@ class ExportReport:
     gold: int
     answers: int
     bytes: int
+    synthetic: int = 0
 
 
 def _png(mask: Mask) -> bytes:
@@ -257,6 +262,35 @@ async def export_campaign(
             ),
         )
         crowd_crops = len([r for r in rows if r[2] == "crowd"])
+        synthetic = (
+            await session.exec(
+                select(SyntheticPair)
+                .where(SyntheticPair.campaign_id == campaign.id)
+                .order_by(col(SyntheticPair.id))
+            )
+        ).all()
+        for pair in synthetic:
+            archive.writestr(f"synthetic/images/{pair.id}.png", store.get(pair.image_key))
+            archive.writestr(f"synthetic/masks/{pair.id}.png", store.get(pair.mask_key))
+        if synthetic:
+            archive.writestr(
+                "synthetic/pairs.json",
+                json.dumps(
+                    [
+                        {
+                            "id": pair.id,
+                            "image": f"synthetic/images/{pair.id}.png",
+                            "mask": f"synthetic/masks/{pair.id}.png",
+                            "generator": pair.generator_id,
+                            "scores": pair.scores,
+                            "provenance": pair.provenance,
+                            "trained_on_tasks": pair.source_task_ids,
+                        }
+                        for pair in synthetic
+                    ],
+                    indent=1,
+                ),
+            )
         sheet = {
             "campaign": campaign.name,
             "structure": campaign.structure,
@@ -277,6 +311,8 @@ async def export_campaign(
             "proposal_models": sorted(gold.model_ids),
             "proposal_dice_on_gold": _rounded(mean_or_none(gold.proposal_dice)),
             "consensus_dice_on_gold": _rounded(mean_or_none(gold.consensus_dice)),
+            "synthetic_pairs": len(synthetic),
+            "synthetic_generators": sorted({pair.generator_id for pair in synthetic}),
         }
         archive.writestr("datasheet.json", json.dumps(sheet, indent=2))
         archive.writestr("datasheet.md", _datasheet_md(sheet))
@@ -287,6 +323,7 @@ async def export_campaign(
         gold=len(gold.tasks),
         answers=len(answers),
         bytes=path.stat().st_size,
+        synthetic=len(synthetic),
     )
     logger.info("exported campaign %s to %s", campaign.name, path)
     return report

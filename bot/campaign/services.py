@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +22,7 @@ class Services:
     sessionmaker: async_sessionmaker[AsyncSession]
     store: FileStore
     limits: ArchiveLimits
+    data_dir: Path
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -31,6 +33,7 @@ class Services:
             sessionmaker=make_sessionmaker(engine),
             store=FileStore(settings.data_dir / "store"),
             limits=limits_from(settings),
+            data_dir=settings.data_dir,
         )
 
     async def close(self) -> None:

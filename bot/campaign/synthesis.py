@@ -185,6 +185,7 @@ def train_and_generate(
     """
     count = len(pairs.task_ids)
     val = np.arange(count) % 5 == 4  # every fifth pair is held out for validation and the gate
+    val[-1] = True  # (at least one)
     train = ~val
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -137,6 +137,7 @@ def build_application(options: BotOptions, services: BotServices) -> BotApplicat
         ("close", coordinator.on_campaign),
         ("gold", uploads.on_gold),
         ("review", review.on_review),
+        ("synthesize", uploads.on_synthesize),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, callback, filters=filters.ChatType.PRIVATE))
@@ -177,6 +178,7 @@ def bot_services(
         crowd=Crowd(services.store),
         refiner=Refiner(spec),
         limits=services.limits,
+        data_dir=services.data_dir,
         digest_seconds=digest_seconds,
     )
 

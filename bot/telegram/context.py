@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.campaign.crowd import Crowd
 from bot.campaign.refine import Refiner
 from bot.campaign.sources import ArchiveLimits
+from bot.campaign.synthesis import SynthesisOptions
 from bot.jobs.proposals import LocalRunner, Runner
 from bot.store.files import FileStore
 
@@ -36,6 +38,9 @@ class BotServices:
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     # Runs the proposals job that follows an upload (in-process by default: one bot, one machine).
     runner: Runner = field(default_factory=lambda: LocalRunner(workers=0))
+    # The synthesis job's defaults (/synthesize) and where it keeps its checkpoints.
+    synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
+    data_dir: Path = Path("var")
     webapp_url: str | None = None  # the Mini App editor's page; None: chat grid only
 
 

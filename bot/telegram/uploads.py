@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -19,11 +20,12 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Mess
 from telegram.error import TelegramError
 
 from bot.campaign import coordination
-from bot.campaign.errors import MedCrowdError
+from bot.campaign.errors import InvalidInput, MedCrowdError
 from bot.campaign.export import export_campaign
 from bot.campaign.jobrecords import tracked
 from bot.campaign.proposals import run_proposals
 from bot.campaign.sources import sanitise_name
+from bot.campaign.synthesis import SynthesisOptions, run_synthesis
 from bot.campaign.upload import ingest_upload
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import Campaign, Job
@@ -36,6 +38,7 @@ MAX_DOWNLOAD = 20 * 1000 * 1000  # Telegram lets bots download files up to 20 MB
 MAX_DOCUMENT = 50 * 1000 * 1000  # and upload documents up to 50 MB
 GOLD_PENDING = "gold_upload"
 RETRY_PREFIX = "jr:"
+MAX_SYNTHETIC = 5000
 PHOTO_REFUSED = (
     "Please send images as files (📎 → File), not as photos: Telegram recompresses photos, "
     "which changes the very pixels volunteers would outline. A zip of images works too."
@@ -234,6 +237,63 @@ async def send_export(context: BotContext, campaign: Campaign, chat_id: int) -> 
         )
 
 
+async def on_synthesize(update: Update, context: BotContext) -> None:
+    """/synthesize [N]: train (or resume) pix2pix on the working campaign, keep gated pairs."""
+    message = update.effective_message
+    assert message is not None
+    assert update.effective_user is not None
+    assert update.effective_chat is not None
+    words = (message.text or "").split()
+    if len(words) > 2 or (len(words) == 2 and not words[1].isdigit()):
+        await context.bot.send_message(update.effective_chat.id, "usage: /synthesize [N]")
+        return
+    n = int(words[1]) if len(words) == 2 else SynthesisOptions().n
+    if not 1 <= n <= MAX_SYNTHETIC:
+        raise InvalidInput(f"N is 1 to {MAX_SYNTHETIC} candidate pairs")
+    services = context.services
+    async with services.sessionmaker() as session:
+        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        campaign = await coordination.working(session, actor, services.admins)
+        await coordination.audit(session, actor, "synthesize", campaign.id, n=n)
+        await session.commit()
+    options = dataclasses.replace(services.synthesis, n=n)
+    context.application.create_task(
+        synthesize(context, campaign, options, update.effective_chat.id), name="synthesis"
+    )
+
+
+async def synthesize(
+    context: BotContext, campaign: Campaign, options: SynthesisOptions, chat_id: int
+) -> None:
+    """The synthesis job in the background, with a progress message edited in place."""
+    services = context.services
+    status = await context.bot.send_message(chat_id, f"Synthesis for {campaign.name}: starting...")
+    async with LiveMessage(status, interval=2.0) as live:
+
+        def report(phase: str, done: int, total: int) -> None:
+            live.text = f"Synthesis for {campaign.name}: {phase} {done} of {total}..."
+
+        try:
+            run = await run_synthesis(
+                services.sessionmaker,
+                services.store,
+                campaign,
+                options,
+                services.data_dir,
+                report=report,
+            )
+        except Exception as error:
+            logger.exception("synthesis for campaign %s failed", campaign.id)
+            await live.show(f"Synthesis for {campaign.name} failed: {error}. Retry from /jobs.")
+            return
+        await live.show(
+            f"Synthesis for {campaign.name} done (job #{run.job_id}): trained on "
+            f"{run.trained_on} finished crops to step {run.steps}; the quality gate kept "
+            f"{len(run.kept)} of {run.candidates} synthetic pairs ({100 * run.acceptance:.0f} %). "
+            "They are in the next /export, in synthetic/."
+        )
+
+
 def retry_buttons(jobs: list[Job]) -> InlineKeyboardMarkup | None:
     """A Retry button for each failed job that the chat can start again."""
     rows = [
@@ -274,6 +334,13 @@ async def on_retry_press(update: Update, context: BotContext) -> None:
     chat_id = query.message.chat.id
     if job.kind == "proposals":
         context.application.create_task(propose(context, campaign, chat_id), name="proposals")
+    elif job.kind == "synthesis":
+        options = dataclasses.replace(
+            services.synthesis,
+            n=int(job.params.get("n", services.synthesis.n)),
+            seed=int(job.params.get("seed", services.synthesis.seed)),
+        )
+        context.application.create_task(synthesize(context, campaign, options, chat_id))
     else:
         context.application.create_task(_export_reported(context, campaign, chat_id))
 

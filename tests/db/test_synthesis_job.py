@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -11,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays
 from bot.campaign.errors import InvalidInput
+from bot.campaign.export import export_campaign
 from bot.campaign.proposals import run_proposals
 from bot.campaign.synthesis import SynthesisOptions, run_synthesis, training_pairs
 from bot.db.models import (
@@ -25,6 +29,7 @@ from bot.db.models import (
     TaskStatus,
 )
 from bot.jobs.proposals import LocalRunner, ProposerSpec
+from bot.store import codecs
 from bot.store.files import FileStore
 from tests.helpers.campaigns import phantom_campaign
 
@@ -143,3 +148,44 @@ async def test_synthesis_needs_finished_crops(
         job = (await session.exec(select(Job).where(Job.kind == "synthesis"))).one()
     assert job.status == JobStatus.FAILED
     assert "at least 4" in (job.error or "")
+
+
+async def test_the_export_carries_synthetic_pairs_apart_with_provenance(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, tmp_path: Path
+) -> None:
+    campaign = await _finished_campaign(sessionmaker, store, tmp_path / "ph", finish=2)
+    assert campaign.id is not None
+    image = np.full((32, 32), 90, np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 10:24] = True
+    async with sessionmaker() as session:
+        session.add(
+            SyntheticPair(
+                campaign_id=campaign.id,
+                image_key=store.put("images", codecs.encode_png(image), "png")[0],
+                mask_key=store.put("masks", codecs.encode_mask(mask), "png")[0],
+                generator_id="pix2pix@0123456789abcdef",
+                seed=5,
+                gate_score=0.91,
+                scores={"dice": 0.91},
+                provenance={"strategy": "elastic", "index": 3},
+            )
+        )
+        await session.commit()
+        row = await session.get_one(Campaign, campaign.id)
+        report = await export_campaign(session, store, row, tmp_path / "out")
+    assert report.synthetic == 1
+    with zipfile.ZipFile(report.path) as archive:
+        listed = json.loads(archive.read("synthetic/pairs.json"))
+        assert listed[0]["provenance"] == {"strategy": "elastic", "index": 3}
+        assert listed[0]["scores"] == {"dice": 0.91}
+        back = codecs.decode_mask(archive.read(listed[0]["mask"]))
+        assert np.array_equal(back, mask)
+        assert codecs.decode_png(archive.read(listed[0]["image"])).shape == (32, 32)
+        sheet = json.loads(archive.read("datasheet.json"))
+        assert sheet["synthetic_pairs"] == 1
+        assert sheet["synthetic_generators"] == ["pix2pix@0123456789abcdef"]
+        # Synthetic pairs never mix with the real annotations.
+        assert all(
+            a["source"] != "synthetic" for a in json.loads(archive.read("coco.json"))["annotations"]
+        )

@@ -62,6 +62,7 @@ async def test_a_plain_volunteer_is_refused_every_privileged_command(world: Worl
         "/broadcast hello",
         "/gold",
         "/review",
+        "/synthesize 4",
     ):
         reply = await _said(world, VOLUNTEER, command)
         assert "coordinators only" in reply, command

@@ -15,6 +15,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot.campaign import arrays
+from bot.campaign.synthesis import SynthesisOptions
 from bot.db.models import (
     Answer,
     AuditEntry,
@@ -312,3 +313,48 @@ async def test_pause_resume_close_for_coordinators_and_reminders_for_volunteers(
             await session.exec(select(Volunteer).where(Volunteer.telegram_user_id == VOLUNTEER))
         ).one()
         assert volunteer.paused
+
+
+async def test_synthesize_fails_clearly_then_a_retry_succeeds(world: World) -> None:
+    world.handlers.synthesis = SynthesisOptions(n=6, preset="tiny", steps=20)
+    assert "usage" in await _said(world, ADMIN, "/synthesize many")
+    await world.emulator.user(ADMIN, "A").send("/synthesize 6")
+    failed = await _final_edit(world, ADMIN, "failed")
+    assert "at least 4 finished crops" in failed
+    # Crops finish (here: retired with their proposal as consensus), then the job is retried.
+    async with world.services.sessionmaker() as session:
+        rows = (
+            await session.exec(
+                select(Task, Proposal)
+                .join(Proposal, col(Proposal.task_id) == col(Task.id))
+                .where(Task.kind == TaskKind.REAL)
+                .limit(6)
+            )
+        ).all()
+        for task, proposal in rows:
+            assert task.id is not None
+            task.status = TaskStatus.RETIRED
+            session.add(task)
+            session.add(
+                Consensus(
+                    task_id=task.id,
+                    mask_key=proposal.mask_key,
+                    prob_key=proposal.prob_key,
+                    confidence=0.9,
+                    answers_used=3,
+                    method_version="test",
+                )
+            )
+        await session.commit()
+    coordinator = world.emulator.user(ADMIN, "A")
+    await coordinator.send("/jobs")
+    listing = await coordinator.next_event("sendMessage")
+    assert listing.message is not None
+    retry = [b for b, _ in coordinator.buttons(listing.message) if "synthesis" in b]
+    assert retry
+    await coordinator.press(retry[0], message_id=listing.message["message_id"])
+    done = await _final_edit(world, ADMIN, "done (job")
+    assert "synthetic pairs" in done
+    async with world.services.sessionmaker() as session:
+        jobs = (await session.exec(select(Job).where(Job.kind == "synthesis"))).all()
+    assert sorted(j.status for j in jobs) == sorted([JobStatus.DONE, JobStatus.FAILED])
