@@ -358,7 +358,11 @@ async def _launch(
         flood_burst=1000.0,
     )
     handlers = bot_services(
-        services, spec_from(settings), digest_seconds=2, admins=settings.admin_ids
+        services,
+        spec_from(settings),
+        digest_seconds=2,
+        admins=settings.admin_ids,
+        synthesis=SynthesisOptions(n=settings.synthesis_n, preset=settings.synthesis_preset),
     )
     # The Mini App editor on a free loopback port: the emulator accepts http there.
     miniapp = MiniApp(
@@ -443,6 +447,7 @@ async def _run(settings: Settings) -> None:
         digest_seconds=settings.digest_seconds,
         admins=settings.admin_ids,
         webapp_url=settings.webapp_url,
+        synthesis=SynthesisOptions(n=settings.synthesis_n, preset=settings.synthesis_preset),
     )
     miniapp: MiniApp | None = None
     editor_server: MiniAppServer | None = None

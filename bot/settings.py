@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         None, description="Run batch jobs on Ray: 'local' or a cluster address (ray://host:port)."
     )
+    synthesis_preset: Literal["tiny", "demo", "cpu", "gpu"] = Field(
+        "cpu", description="Synthesis configuration /synthesize uses (cpu: 64 px; gpu: 256 px)."
+    )
+    synthesis_n: int = Field(
+        64, ge=1, le=5000, description="Candidate pairs /synthesize generates by default."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     admins: str = Field(
         "", description="Comma-separated numeric Telegram user ids of the bot's administrators."

@@ -60,7 +60,7 @@ class QualityGate:
         found = self.judge(val_images)
         self.val_dice_ = np.array([dice(f, m) for f, m in zip(found, val_masks, strict=True)])
         self.dice_threshold_ = max(
-            cfg.min_dice, float(np.quantile(self.val_dice_, cfg.dice_quantile))
+            cfg.min_dice, float(np.quantile(self.val_dice_, cfg.dice_quantile)) - cfg.dice_margin
         )
         self.edges_ = np.linspace(0.0, 1.0, cfg.histogram_bins + 1)
         real = np.concatenate([train_images, val_images])

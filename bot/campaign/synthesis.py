@@ -53,12 +53,14 @@ PRESETS: dict[str, SynthesisConfig] = {
         model=ModelConfig(size=64, n_down=6, ngf=16, ndf=16, gemm_max_pixels=0),
         train=TrainConfig(steps=300, batch_size=4, jitter=1.0, val_every=100, checkpoint_every=100),
         judge=SegmenterConfig(width=8, depth=3, steps=300, batch_size=8, lr=3e-3),
-        threads=2,
+        threads=1,
     ),
     "cpu": SynthesisConfig(
         model=ModelConfig(size=64, n_down=6, ngf=32, ndf=32),
         train=TrainConfig(steps=3000, batch_size=4, val_every=500, checkpoint_every=250),
         judge=SegmenterConfig(width=16, depth=3, steps=800, batch_size=8),
+        # One thread: OpenMP's spinning waits make two threads erratic beside a busy event loop.
+        threads=1,
     ),
     "gpu": SynthesisConfig(
         train=TrainConfig(steps=40_000, batch_size=16, bf16=True, channels_last=True),

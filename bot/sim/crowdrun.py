@@ -77,6 +77,7 @@ class CrowdRun:
     export_name: str
     editor_png: bytes | None
     editor_note: str
+    synthesis: str  # what /synthesize reported
 
 
 def crowd_mix(volunteers: int) -> list[str]:
@@ -149,7 +150,7 @@ async def run_crowd(
             )
             coordinator = emulator.user(EXPERT, "Expert")
             reviewed = await expert_review(services, coordinator, oracle)
-            status_png, export_zip, export_name = await harvest(coordinator)
+            status_png, export_zip, export_name, synthesis = await harvest(coordinator)
     finally:
         await emulator.stop()
     picked = sum(1 for how in reviewed if how != "own")
@@ -167,6 +168,7 @@ async def run_crowd(
         export_name,
         editor_png,
         editor_note,
+        synthesis,
     )
 
 
@@ -185,14 +187,19 @@ async def editor_view(visitor: VirtualVolunteer) -> tuple[bytes | None, str]:
     return png, "the Mini App editor as a phone shows it inside Telegram"
 
 
-async def harvest(coordinator: VirtualUser) -> tuple[bytes, bytes, str]:
-    """The coordinator's /status chart and /export zip, as Telegram delivers them."""
+async def harvest(coordinator: VirtualUser) -> tuple[bytes, bytes, str, str]:
+    """The coordinator's /synthesize, /status chart and /export zip, as Telegram delivers them."""
+    await coordinator.send("/synthesize")
+    synthesis = ""
+    while not ("done (job" in synthesis or "failed" in synthesis):
+        event = await coordinator.next_event("sendMessage", "editMessageText", timeout=600)
+        synthesis = str(event.params.get("text") or "")
     await coordinator.send("/status")
     status = await coordinator.next_event("sendPhoto", timeout=60)
     await coordinator.send("/export")
     export = await coordinator.next_event("sendDocument", timeout=120)
     name = str((export.message or {}).get("document", {}).get("file_name") or "export.zip")
-    return status.upload("photo"), export.upload("document"), name
+    return status.upload("photo"), export.upload("document"), name, synthesis
 
 
 async def expert_review(services: Services, expert: VirtualUser, oracle: Oracle) -> list[str]:

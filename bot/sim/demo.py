@@ -36,6 +36,7 @@ from scipy import ndimage
 from sqlmodel import col, select
 from tqdm import tqdm
 
+from bot.campaign import arrays
 from bot.campaign.boxes import gold_for_box, parse_boxes
 from bot.campaign.crops import CropTransform, mask_to_crop
 from bot.campaign.export import export_campaign
@@ -45,7 +46,7 @@ from bot.campaign.projects import ensure_campaign, summarise
 from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
 from bot.campaign.services import Services
 from bot.db import migrate
-from bot.db.models import Campaign, Image, Proposal, Task
+from bot.db.models import Campaign, Image, Job, Proposal, SyntheticPair, Task
 from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim import plots
@@ -163,6 +164,7 @@ class DemoOptions:
     volunteers: int = 20
     answers: int = 25  # answers per virtual volunteer (fewer once no crop is left for them)
     style: str = "mixed"
+    synthetic: int = 48  # candidate pairs the coordinator's /synthesize generates
     seed: int = 7
     quick: bool = False
     simulated_fusion: bool = True
@@ -220,7 +222,13 @@ async def run_demo(
     root = options.out or settings.data_dir / "demo"
     _fresh_dir(root)
     demo_settings = settings.model_copy(
-        update={"data_dir": root, "database_url": None, "admins": str(EXPERT)}
+        update={
+            "data_dir": root,
+            "database_url": None,
+            "admins": str(EXPERT),
+            "synthesis_preset": "demo",
+            "synthesis_n": options.synthetic,
+        }
     )
     book = Report(
         "MedCrowd demo campaign",
@@ -252,6 +260,7 @@ async def run_demo(
         ray_address=settings.ray_address,
     )
     crowd: CrowdRun | None = None
+    synthetic: Synthetic | None = None
     try:
         async with services.sessionmaker() as session:
             campaign = await ensure_campaign(session, CAMPAIGN, structure="lesion")
@@ -307,6 +316,7 @@ async def run_demo(
                     answers=options.answers,
                     seed=options.seed,
                 )
+            synthetic = await _synthetic(services, campaign.id)
             (root / "status.png").write_bytes(crowd.status_png)
             (root / "exports").mkdir(exist_ok=True)
             (root / "exports" / crowd.export_name).write_bytes(crowd.export_zip)
@@ -337,7 +347,15 @@ async def run_demo(
         f"ingest report               {root / 'ingest-report.json'}",
         f"contact sheet               {root / 'crops.png'} (box yellow, proposal red, gold green)",
     ]
+    if synthetic is not None:
+        stage.seconds["synthesis (job in the bot)"] = synthetic.seconds
+        lines.append(
+            f"synthesis (/synthesize)     {len(synthetic.images)} of {synthetic.candidates} "
+            f"synthetic pairs kept by the quality gate in {synthetic.seconds:.0f} s"
+        )
     _fill_report(book, options, report, run, scores, crowd, root, stage)
+    if synthetic is not None:
+        _synthesis_section(book, synthetic, crowd)
     book.summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
     page, numbers_json = book.write(root)
     lines += [
@@ -436,6 +454,69 @@ def _fill_report(
     book.heading("Timings")
     book.image(plots.timings(list(stage.seconds.items())), "Seconds per stage on this machine.")
     book.summary.update(summary)
+
+
+@dataclass
+class Synthetic:
+    """The pairs the coordinator's /synthesize kept, and its job's numbers."""
+
+    images: list[npt.NDArray[np.uint8]]
+    masks: list[npt.NDArray[np.bool_]]
+    scores: list[dict[str, Any]]
+    candidates: int
+    seconds: float
+    status: str
+
+
+async def _synthetic(services: Services, campaign_id: int | None) -> Synthetic | None:
+    async with services.sessionmaker() as session:
+        job = (
+            await session.exec(
+                select(Job).where(Job.kind == "synthesis").order_by(col(Job.id).desc())
+            )
+        ).first()
+        if job is None:
+            return None
+        pairs = (
+            await session.exec(
+                select(SyntheticPair)
+                .where(SyntheticPair.campaign_id == campaign_id)
+                .order_by(col(SyntheticPair.id))
+            )
+        ).all()
+    seconds = (
+        (job.finished_at - job.started_at).total_seconds()
+        if job.finished_at and job.started_at
+        else 0.0
+    )
+    return Synthetic(
+        [arrays.image(services.store, p.image_key) for p in pairs],
+        [arrays.mask(services.store, p.mask_key) for p in pairs],
+        [p.scores for p in pairs],
+        int(job.params.get("n", 0)),
+        round(seconds, 2),
+        job.status.value if job.error is None else f"{job.status.value}: {job.error}",
+    )
+
+
+def _synthesis_section(book: Report, synthetic: Synthetic, crowd: CrowdRun | None) -> None:
+    book.heading("Synthetic pairs")
+    book.text(
+        "The coordinator sent /synthesize: pix2pix (mask -> image) trained on the campaign's "
+        "finished crops (consensus and gold), new plausible masks from the sampler, and only the "
+        "pairs the quality gate accepts (the judge segmenter recovers the mask, the intensities "
+        "look real, no near-copy of a training image). "
+        + (crowd.synthesis if crowd is not None else "")
+    )
+    if synthetic.images:
+        book.image(
+            plots.synthetic_grid(synthetic.images[:18], synthetic.masks[:18]),
+            "Synthetic pairs the gate kept: each generated image with the outline of the mask it "
+            "was generated from. They are exported apart from the real data (synthetic/).",
+        )
+    book.summary["synthetic_pairs_kept"] = len(synthetic.images)
+    book.summary["synthetic_candidates"] = synthetic.candidates
+    book.summary["synthesis_status"] = synthetic.status
 
 
 def _upload_section(book: Report, ingested: IngestReport) -> None:

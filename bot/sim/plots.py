@@ -146,3 +146,20 @@ def timings(stages: Sequence[tuple[str, float]]) -> bytes:
     axis.set_xlabel("seconds")
     figure.tight_layout()
     return _png(figure)
+
+
+def synthetic_grid(
+    images: Sequence[npt.NDArray[np.uint8]],
+    masks: Sequence[npt.NDArray[np.bool_]],
+    columns: int = 6,
+) -> bytes:
+    """Synthetic pairs: each generated image with its conditioning mask's outline (green)."""
+    rows = max(1, (len(images) + columns - 1) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 1.8 * rows), squeeze=False)
+    for axis in axes.ravel():
+        axis.set_axis_off()
+    for axis, image, mask in zip(axes.ravel(), images, masks, strict=False):
+        _draw(axis, image, [(mask, COLOURS["truth"])])
+        axis.set_axis_on()
+    figure.tight_layout()
+    return _png(figure)

@@ -35,6 +35,7 @@ from bot.campaign.editor import EditorAnswer
 from bot.campaign.flood import FloodGate
 from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
+from bot.campaign.synthesis import SynthesisOptions
 from bot.jobs.proposals import ProposerSpec
 from bot.telegram import coordinator, review, texts, uploads, volunteer
 from bot.telegram.context import BotApplication, BotContext, BotServices
@@ -168,9 +169,11 @@ def bot_services(
     digest_seconds: float,
     admins: frozenset[int] = frozenset(),
     webapp_url: str | None = None,
+    synthesis: SynthesisOptions | None = None,
 ) -> BotServices:
     """The handlers' services from the application's."""
     return BotServices(
+        synthesis=synthesis or SynthesisOptions(),
         admins=admins,
         webapp_url=webapp_url,
         sessionmaker=services.sessionmaker,
