@@ -101,7 +101,8 @@ class GateConfig:
     """Quality gate thresholds (research/synthesis.md §4.5).
 
     The judge's Dice threshold is the ``dice_quantile`` of its Dice on real validation images less
-    ``dice_margin``, but never below ``min_dice`` (a judge that fails on real images must not wave everything through).
+    ``dice_margin``, but never below ``min_dice`` (a judge that fails on real images must not wave
+    everything through).
     """
 
     dice_quantile: float = 0.1
