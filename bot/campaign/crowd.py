@@ -49,9 +49,14 @@ class Crowd:
 
     store: FileStore
     config: PAFConfig = field(default_factory=PAFConfig)
-    refit_every: int = 200
+    # A full refit after this many new answers, or a tenth of the answers so far if that is more:
+    # early on, what the model learns from gold about each volunteer must reach their weights
+    # quickly; later, refits grow rarer as they grow dearer (amortised cost stays linear).
+    refit_every: int = 25
+    refit_share: float = 0.1
     models: dict[int, ProposalAwareFusion] = field(default_factory=dict)
-    added: dict[int, int] = field(default_factory=dict)
+    added: dict[int, int] = field(default_factory=dict)  # answers since the last refit
+    total: dict[int, int] = field(default_factory=dict)  # answers the model holds
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, campaign_id: int) -> asyncio.Lock:
@@ -85,6 +90,7 @@ class Crowd:
         ]
         model = ProposalAwareFusion(self.config)
         model.fit(proposals, answers, gold)
+        self.total[campaign_id] = len(answers)
         logger.info(
             "campaign %s: crowd model fitted on %d crops and %d answers",
             campaign_id,
@@ -122,7 +128,11 @@ class Crowd:
             model.add_crop(task.id, proposal, gold)
         result = model.add(to_fusion(answer, mask))
         self.added[campaign_id] = self.added.get(campaign_id, 0) + 1
-        if self.added[campaign_id] % self.refit_every == 0:
+        self.total[campaign_id] = self.total.get(campaign_id, 0) + 1
+        if self.added[campaign_id] >= max(
+            self.refit_every, self.refit_share * self.total[campaign_id]
+        ):
+            self.added[campaign_id] = 0
             model.refit()
             result = model.result(task.id)
         return result

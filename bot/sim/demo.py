@@ -48,12 +48,15 @@ from bot.sim.demo_data import (
 )
 from bot.sim.demo_report import (
     Synthetic,
+    evaluation_section,
     fill_report,
     ingest_lines,
     load_synthetic,
     proposal_lines,
     synthesis_section,
 )
+from bot.sim.enhancement import EnhancementConfig, run_enhancement
+from bot.sim.enhancement_report import EnhancementResult
 from bot.sim.phantom import write_phantoms
 from bot.sim.report import Report
 from fusion.bench import available_methods, run_methods
@@ -75,6 +78,8 @@ class DemoOptions:
     answers: int = 25  # answers per virtual volunteer (fewer once no crop is left for them)
     style: str = "mixed"
     synthetic: int = 48  # candidate pairs the coordinator's /synthesize generates
+    synthesis_preset: str = "demo"  # 64 px pix2pix in about a minute (quick: "tiny", 32 px)
+    evaluation: bool = True  # the downstream evaluation (real vs real + synthetic)
     seed: int = 7
     quick: bool = False
     simulated_fusion: bool = True
@@ -82,7 +87,16 @@ class DemoOptions:
     @classmethod
     def quick_run(cls, **changes: Any) -> DemoOptions:
         """The test-sized demo: the whole product in well under 90 seconds."""
-        base = cls(images=8, crops=24, volunteers=7, answers=12, quick=True, simulated_fusion=False)
+        base = cls(
+            images=8,
+            crops=24,
+            volunteers=7,
+            answers=12,
+            synthetic=16,
+            synthesis_preset="tiny",
+            quick=True,
+            simulated_fusion=False,
+        )
         return replace(base, **changes)
 
 
@@ -120,7 +134,7 @@ async def run_demo(
             "data_dir": root,
             "database_url": None,
             "admins": str(EXPERT),
-            "synthesis_preset": "demo",
+            "synthesis_preset": options.synthesis_preset,
             "synthesis_n": options.synthetic,
         }
     )
@@ -224,6 +238,10 @@ async def run_demo(
     finally:
         runner.close()
         await services.close()
+    evaluation: EnhancementResult | None = None
+    if options.evaluation:
+        with stage("evaluation (does synthesis help?)"):
+            evaluation = await asyncio.to_thread(run_enhancement, _evaluation_config(options))
     fusion: list[str] = []
     if options.simulated_fusion:
         with stage("fusion benchmark (simulated crowd)"):
@@ -250,6 +268,18 @@ async def run_demo(
     fill_report(book, asdict(options), report, run, scores, crowd, root, stage.seconds)
     if synthetic is not None:
         synthesis_section(book, synthetic, crowd)
+    if evaluation is not None:
+        evaluation_section(book, evaluation, quick=options.quick)
+        lines.append(
+            "evaluation                  "
+            + ", ".join(
+                f"{row['fraction']:.0%} real: real only {row['dice_mean']:.3f}"
+                if row["mode"] == "real only"
+                else f"{row['mode']} {row['dice_mean']:.3f}"
+                for row in evaluation.table()
+                if row["mode"] in ("real only", "real + synthetic 1:2")
+            )
+        )
     book.summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
     page, numbers_json = book.write(root)
     lines += [
@@ -258,6 +288,13 @@ async def run_demo(
     ]
     print("\n".join(lines))  # noqa: T201
     return 0
+
+
+def _evaluation_config(options: DemoOptions) -> EnhancementConfig:
+    """A small slice of ``medcrowd evaluate``'s grid, sized to the demo's time budget."""
+    if options.quick:
+        return EnhancementConfig.quick(fractions=(0.25,), n_images=30)
+    return EnhancementConfig.quick(fractions=(0.25, 1.0), seeds=(0, 1), n_images=60)
 
 
 def _simulated_fusion(seed: int) -> list[str]:

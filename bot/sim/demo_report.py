@@ -19,6 +19,7 @@ from bot.campaign.services import Services
 from bot.db.models import Job, SyntheticPair
 from bot.sim import plots
 from bot.sim.crowdrun import CrowdRun
+from bot.sim.enhancement_report import EnhancementResult
 from bot.sim.outcomes import CrowdOutcome
 from bot.sim.report import Report
 from inference.fallback import FALLBACK_ID, FALLBACK_LABEL
@@ -177,6 +178,55 @@ def synthesis_section(book: Report, synthetic: Synthetic, crowd: CrowdRun | None
     book.summary["synthetic_pairs_kept"] = len(synthetic.images)
     book.summary["synthetic_candidates"] = synthetic.candidates
     book.summary["synthesis_status"] = synthetic.status
+
+
+def evaluation_section(book: Report, result: EnhancementResult, *, quick: bool) -> None:
+    """Does synthesis help? The downstream U-Net's Dice on untouched real test crops."""
+    book.heading("Does synthesis help? The downstream evaluation")
+    book.text(
+        "A small U-Net is trained on a share of the real labelled phantom crops, alone, with "
+        "synthetic pairs (1:1 and 1:2) from a pix2pix trained on that same share, and on the "
+        "synthetic pairs alone; Dice is measured on real test crops from other images. "
+        + (
+            "This quick run is one fraction and one seed, for illustration only."
+            if quick
+            else "This is a slice of the full grid; `medcrowd evaluate` runs all of it "
+            "(docs/synthesis.md has the measured table)."
+        )
+    )
+    book.table(
+        ["real labels", "training data", "real pairs", "pairs", "Dice", "± seeds", "vs real"],
+        [
+            (
+                f"{row['fraction']:.0%}",
+                row["mode"],
+                row["n_real"],
+                round(row["n_train"]),
+                row["dice_mean"],
+                row["dice_std"],
+                f"{row['dice_mean'] - base:+.3f}",
+            )
+            for row in result.table()
+            for base in [
+                next(
+                    r["dice_mean"]
+                    for r in result.table()
+                    if r["fraction"] == row["fraction"] and r["mode"] == "real only"
+                )
+            ]
+        ],
+    )
+    if result.sources:
+        book.text(
+            "The same U-Net trained on all the labelled crops, with each source of labels "
+            "(the crowd and its consensus simulated with fusion's volunteer model):"
+        )
+        book.table(
+            ["labels", "label Dice vs truth", "test Dice", "± seeds"],
+            [(s.source, s.label_dice, s.dice_mean, s.dice_std) for s in result.sources],
+        )
+    book.image(result.plot_png(), "Test Dice against the share of real labels, per training mix.")
+    book.summary["enhancement"] = result.summary()
 
 
 def _upload_section(book: Report, ingested: IngestReport) -> None:

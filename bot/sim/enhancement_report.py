@@ -77,7 +77,8 @@ class EnhancementResult:
         """One row per (fraction, mode): Dice mean/std/min/max over seeds, gain vs real only.
 
         ``beats_real`` is true when the mode's mean exceeds real-only's by more than the larger
-        of the two seed standard deviations (the issue's "more than the seed spread").
+        of the two seed standard deviations (the issue's "more than the seed spread"); with a
+        single seed there is no spread to beat, so it is None (no verdict).
         """
         rows = []
         for fraction in self.fractions():
@@ -101,7 +102,9 @@ class EnhancementResult:
                         "dice_max": float(values.max()),
                         "gain": gain,
                         "spread": spread,
-                        "beats_real": mode != MODES[0] and gain > spread,
+                        "beats_real": (
+                            None if values.size < 2 else bool(mode != MODES[0] and gain > spread)
+                        ),
                         "acceptance": float(np.mean([r.acceptance for r in runs])),
                         "seeds": len(values),
                     }

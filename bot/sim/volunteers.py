@@ -195,11 +195,18 @@ class VirtualVolunteer:
         seen = None if self.profile.name == "lazy" else await self.oracle.seen(token)
         verdict = self._decide(seen)
         if verdict == "adjust" and seen is not None:
-            verdict = await self._adjust(token, seen)
+            try:
+                verdict = await self._adjust(token, seen)
+            except LookupError:
+                # The crop finished while they were fixing it and the bot already shows the
+                # next one (the buttons they wanted are gone): carry on with that.
+                return "moved on"
         else:
             label = {"accept": "✅", "reject": "❌", "unsure": "🤷"}[verdict]
             await self._press(label)
         await self._await_screen()
+        if verdict == "late":
+            return verdict
         self.answers += 1
         self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
         return verdict
@@ -220,21 +227,29 @@ class VirtualVolunteer:
             return "accept"
         return "adjust" if self.rng.random() < p.adjust else "reject"
 
-    async def _draw_in_editor(self, url: str, seen: Seen) -> None:
-        """Open the Mini App (as Telegram would, with signed initData), draw, and submit."""
+    async def _draw_in_editor(self, url: str, seen: Seen) -> bool:
+        """Open the Mini App (as Telegram would, with signed initData), draw, and submit.
+
+        Returns False when the crop was no longer theirs to answer (it finished meanwhile).
+        """
         assert self.http is not None
         page, _, query = url.partition("?")
         token = urllib.parse.parse_qs(query)["t"][0]
         api = page.rsplit("/app", 1)[0] + "/api"
         headers = {"Authorization": f"tma {self.user.init_data()}"}
         async with self.http.get(f"{api}/crop", params={"t": token}, headers=headers) as reply:
+            if reply.status == 409:
+                return False
             reply.raise_for_status()
             opened = await reply.json()
         mask = draw(self.profile, seen.truth, self.rng)
         body = {"t": token, "mask": codecs.encode_runs(mask), "size": list(mask.shape)}
         assert [opened["height"], opened["width"]] == list(mask.shape)
         async with self.http.post(f"{api}/submit", json=body, headers=headers) as reply:
+            if reply.status == 409:  # the crop finished (or the lease ran out) meanwhile
+                return False
             reply.raise_for_status()
+        return True
 
     async def _adjust(self, token: str, seen: Seen) -> str:
         """Fix the outline with the chat tools, as well as this volunteer manages.
@@ -246,8 +261,10 @@ class VirtualVolunteer:
         await self._await_screen()
         editors = self.user.web_apps(self.screen)
         if editors and self.http is not None and self.rng.random() < EDITOR_SHARE:
-            await self._draw_in_editor(editors[0][1], seen)
-            return "adjust"
+            if await self._draw_in_editor(editors[0][1], seen):
+                return "adjust"
+            await self.user.send("/next")  # as a person would: on to another crop
+            return "late"
         scores = [dice(mask, seen.truth) for _, mask in seen.options]
         before = dice(seen.proposal, seen.truth)
         best = int(np.argmax(scores)) if scores else -1

@@ -247,7 +247,7 @@ async def on_synthesize(update: Update, context: BotContext) -> None:
     if len(words) > 2 or (len(words) == 2 and not words[1].isdigit()):
         await context.bot.send_message(update.effective_chat.id, "usage: /synthesize [N]")
         return
-    n = int(words[1]) if len(words) == 2 else SynthesisOptions().n
+    n = int(words[1]) if len(words) == 2 else context.services.synthesis.n
     if not 1 <= n <= MAX_SYNTHETIC:
         raise InvalidInput(f"N is 1 to {MAX_SYNTHETIC} candidate pairs")
     services = context.services

@@ -225,12 +225,35 @@ def test_demo_runs_offline_and_prints_summary(
     assert summary["consensus_mean_dice"] > summary["majority_vote_mean_dice"]
     assert summary["finished_crops"] >= 4
     assert summary["answers"] > 40
-    assert set(summary["stages"]) >= {"phantoms", "ingest", "proposals", "crowd in Telegram"}
+    assert set(summary["stages"]) >= {
+        "phantoms",
+        "ingest",
+        "proposals",
+        "crowd in Telegram",
+        "synthesis (job in the bot)",
+        "evaluation (does synthesis help?)",
+    }
     assert all(seconds > 0 for seconds in summary["seconds"].values())
     assert summary["volunteers"]["adversarial"] >= 1
+    assert summary["synthesis_status"] == "done"
+    assert summary["synthetic_candidates"] == 16
+    assert 1 <= summary["synthetic_pairs_kept"] <= 16
+    cells = summary["enhancement"]["dice"]
+    assert set(cells) == {
+        "0.25|real only",
+        "0.25|real + synthetic 1:1",
+        "0.25|real + synthetic 1:2",
+        "0.25|synthetic only",
+    }
+    assert all(0 < dice <= 1 for dice in cells.values())
+    assert set(summary["enhancement"]["label_sources"]) == {
+        "phantom truth",
+        "crowd consensus",
+        "raw proposals",
+    }
     report = (out_dir / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', report)
-    assert len(images) >= 7
+    assert len(images) >= 10  # ... the editor, synthetic pairs, the evaluation plot
     for data in images:
         with Image.open(io.BytesIO(base64.b64decode(data))) as picture:
             picture.load()
@@ -241,6 +264,7 @@ def test_demo_runs_offline_and_prints_summary(
     assert len(exports) == 1  # delivered by /export in the chat
     with zipfile.ZipFile(exports[0]) as archive:
         assert "coco.json" in archive.namelist()
+        assert "synthetic/pairs.json" in archive.namelist()  # /synthesize ran before /export
     # A second run starts afresh in its own folder (without the Telegram step).
     assert main(["--data-dir", str(tmp_path), "demo", "--images", "4", "--volunteers", "0"]) == 0
     assert "volunteers in Telegram" not in capsys.readouterr().out
