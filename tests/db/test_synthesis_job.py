@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays
@@ -19,10 +19,8 @@ from bot.campaign.proposals import run_proposals
 from bot.campaign.synthesis import SynthesisOptions, run_synthesis, training_pairs
 from bot.db.models import (
     Campaign,
-    Consensus,
     Job,
     JobStatus,
-    Proposal,
     SyntheticPair,
     Task,
     TaskKind,
@@ -31,7 +29,7 @@ from bot.db.models import (
 from bot.jobs.proposals import LocalRunner, ProposerSpec
 from bot.store import codecs
 from bot.store.files import FileStore
-from tests.helpers.campaigns import phantom_campaign
+from tests.helpers.campaigns import finish_crops, phantom_campaign
 
 
 async def _finished_campaign(
@@ -40,31 +38,7 @@ async def _finished_campaign(
     """A phantom campaign whose first ``finish`` real crops retired with their proposal."""
     campaign = await phantom_campaign(sessionmaker, store, folder, n=6)
     await run_proposals(sessionmaker, store, campaign, ProposerSpec(), LocalRunner(0))
-    async with sessionmaker() as session:
-        rows = (
-            await session.exec(
-                select(Task, Proposal)
-                .join(Proposal, col(Proposal.task_id) == col(Task.id))
-                .where(Task.kind == TaskKind.REAL)
-                .order_by(col(Task.id))
-                .limit(finish)
-            )
-        ).all()
-        for task, proposal in rows:
-            assert task.id is not None
-            task.status = TaskStatus.RETIRED
-            session.add(task)
-            session.add(
-                Consensus(
-                    task_id=task.id,
-                    mask_key=proposal.mask_key,
-                    prob_key=proposal.prob_key,
-                    confidence=0.95,
-                    answers_used=3,
-                    method_version="test",
-                )
-            )
-        await session.commit()
+    await finish_crops(sessionmaker, finish)
     return campaign
 
 

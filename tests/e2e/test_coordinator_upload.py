@@ -34,6 +34,7 @@ from bot.db.models import (
 )
 from bot.store import codecs
 from tests.helpers.bot import World, copied_world, prepare, press_as
+from tests.helpers.campaigns import finish_crops
 from tests.helpers.files import png, zip_bytes
 
 ADMIN, EXPERT, VOLUNTEER = 7201, 7202, 7203
@@ -322,30 +323,7 @@ async def test_synthesize_fails_clearly_then_a_retry_succeeds(world: World) -> N
     failed = await _final_edit(world, ADMIN, "failed")
     assert "at least 4 finished crops" in failed
     # Crops finish (here: retired with their proposal as consensus), then the job is retried.
-    async with world.services.sessionmaker() as session:
-        rows = (
-            await session.exec(
-                select(Task, Proposal)
-                .join(Proposal, col(Proposal.task_id) == col(Task.id))
-                .where(Task.kind == TaskKind.REAL)
-                .limit(6)
-            )
-        ).all()
-        for task, proposal in rows:
-            assert task.id is not None
-            task.status = TaskStatus.RETIRED
-            session.add(task)
-            session.add(
-                Consensus(
-                    task_id=task.id,
-                    mask_key=proposal.mask_key,
-                    prob_key=proposal.prob_key,
-                    confidence=0.9,
-                    answers_used=3,
-                    method_version="test",
-                )
-            )
-        await session.commit()
+    await finish_crops(world.services.sessionmaker, 6)
     coordinator = world.emulator.user(ADMIN, "A")
     await coordinator.send("/jobs")
     listing = await coordinator.next_event("sendMessage")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign.boxes import parse_boxes
 from bot.campaign.ingest import IngestOptions, index_masks, ingest
 from bot.campaign.projects import ensure_campaign
 from bot.campaign.sources import ArchiveLimits
-from bot.db.models import Campaign
+from bot.db.models import Campaign, Consensus, Proposal, Task, TaskKind, TaskStatus
 from bot.sim.phantom import write_phantoms
 from bot.store.files import FileStore
 
@@ -36,3 +37,32 @@ async def phantom_campaign(
     )
     assert report.counts()["ingested"] == n
     return campaign
+
+
+async def finish_crops(sessionmaker: async_sessionmaker[AsyncSession], count: int) -> None:
+    """Retire the first ``count`` proposed real crops with their proposal as the consensus."""
+    async with sessionmaker() as session:
+        rows = (
+            await session.exec(
+                select(Task, Proposal)
+                .join(Proposal, col(Proposal.task_id) == col(Task.id))
+                .where(Task.kind == TaskKind.REAL)
+                .order_by(col(Task.id))
+                .limit(count)
+            )
+        ).all()
+        for task, proposal in rows:
+            assert task.id is not None
+            task.status = TaskStatus.RETIRED
+            session.add(task)
+            session.add(
+                Consensus(
+                    task_id=task.id,
+                    mask_key=proposal.mask_key,
+                    prob_key=proposal.prob_key,
+                    confidence=0.95,
+                    answers_used=3,
+                    method_version="test",
+                )
+            )
+        await session.commit()
