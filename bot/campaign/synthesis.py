@@ -51,8 +51,8 @@ PRESETS: dict[str, SynthesisConfig] = {
     "tiny": SynthesisConfig.tiny(),
     "demo": SynthesisConfig(
         model=ModelConfig(size=64, n_down=6, ngf=16, ndf=16, gemm_max_pixels=0),
-        train=TrainConfig(steps=300, batch_size=4, jitter=1.0, val_every=100, checkpoint_every=100),
-        judge=SegmenterConfig(width=8, depth=3, steps=300, batch_size=8, lr=3e-3),
+        train=TrainConfig(steps=250, batch_size=4, jitter=1.0, val_every=125, checkpoint_every=125),
+        judge=SegmenterConfig(width=8, depth=3, steps=150, batch_size=8, lr=3e-3),
         threads=1,
     ),
     "cpu": SynthesisConfig(

@@ -54,6 +54,7 @@ from bot.sim.demo_report import (
     load_synthetic,
     proposal_lines,
     synthesis_section,
+    timings_section,
 )
 from bot.sim.enhancement import EnhancementConfig, run_enhancement
 from bot.sim.enhancement_report import EnhancementResult
@@ -142,8 +143,9 @@ async def run_demo(
         "MedCrowd demo campaign",
         "A citizen-science segmentation campaign run end to end on this machine, offline: phantom "
         "images with a hidden truth, AI proposals, virtual volunteers answering in the real "
-        "Telegram bot through a local Bot API emulator, fusion into a consensus, expert review "
-        "and the coordinator's export. The truth is used only to score the results.",
+        "Telegram bot through a local Bot API emulator, fusion into a consensus, expert review, "
+        "synthetic pairs and the coordinator's export. The truth is used only to score the "
+        "results. Dice measures the overlap of a mask with the truth (1 is perfect).",
     )
     phantom_dir = root / "phantom"
     with (
@@ -281,6 +283,7 @@ async def run_demo(
             )
         )
     book.summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    timings_section(book, stage.seconds)
     page, numbers_json = book.write(root)
     lines += [
         f"report                      {page} (summary: {numbers_json})",

@@ -110,9 +110,13 @@ def fill_report(
             + ", ".join(folders)
         )
         summary["export"] = str(exports[-1])
+    book.summary.update(summary)
+
+
+def timings_section(book: Report, seconds: dict[str, float]) -> None:
+    """Seconds per stage, last in the report."""
     book.heading("Timings")
     book.image(plots.timings(list(seconds.items())), "Seconds per stage on this machine.")
-    book.summary.update(summary)
 
 
 @dataclass
