@@ -266,7 +266,7 @@ def test_demo_runs_offline_and_prints_summary(
         assert "coco.json" in archive.namelist()
         assert "synthetic/pairs.json" in archive.namelist()  # /synthesize ran before /export
     # A second run starts afresh in its own folder (without the Telegram step).
-    assert main(["--data-dir", str(tmp_path), "demo", "--images", "4", "--volunteers", "0"]) == 0
+    assert main(["--data-dir", str(tmp_path), "demo", "--quick", "--volunteers", "0"]) == 0
     assert "volunteers in Telegram" not in capsys.readouterr().out
 
 
