@@ -216,6 +216,8 @@ class BotApiMethods:
                 content["reply_to_message"] = {
                     k: copy.deepcopy(v) for k, v in original.items() if k != "reply_to_message"
                 }
+        if p.get("protect_content") in (True, "true", "True"):
+            content["has_protected_content"] = True  # no forwarding or saving, as in Telegram
         return self.emu.store_message(chat_id, self.emu.bot_user, content)
 
     def _emit(

@@ -73,6 +73,7 @@ async def show_next(context: BotContext, user_id: int, chat_id: int) -> None:
         InputFile(review.sheet(item), filename="review.png"),
         caption=caption[:1024],
         reply_markup=keyboard,
+        protect_content=True,  # medical crops: no forwarding, no saving
     )
 
 

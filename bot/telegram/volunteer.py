@@ -102,6 +102,7 @@ async def _put_photo(
             media,
             caption=caption,
             reply_markup=markup,  # type: ignore[arg-type]
+            protect_content=True,  # a medical crop: no forwarding, no saving
         )
     if message.photo:
         services.photos[key] = message.photo[-1].file_id
