@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,3 +76,23 @@ async def test_only_protected_crops_leave_and_no_source_name_or_path(world: Worl
         payload = json.dumps(call.params, default=str)
         for secret in secrets:
             assert secret not in payload, (call.method, secret)
+
+
+async def test_the_bot_token_never_reaches_the_logs(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # everything, from every library
+    rng = np.random.default_rng(5)
+    volunteer = VirtualVolunteer(
+        world.emulator.user(7320, "V"), profile("good", rng), world.oracle, rng
+    )
+    await volunteer.join()
+    await volunteer.answer()
+    await world.emulator.user(7321, "X").send("/nonsense")
+    await asyncio.sleep(1.5)  # a long-poll round trip or two
+    token = world.emulator.token
+    assert len(caplog.records) > 10
+    secret = token.split(":", 1)[1]
+    for record in caplog.records:
+        assert secret not in record.getMessage(), record.name
+        assert secret not in str(record.args), record.name
