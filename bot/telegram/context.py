@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import Update
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.campaign.crowd import Crowd
 from bot.campaign.refine import Refiner
 from bot.campaign.sources import ArchiveLimits
 from bot.campaign.synthesis import SynthesisOptions
+from bot.campaign.volunteers import volunteer_for
+from bot.db.models import Volunteer
 from bot.jobs.proposals import LocalRunner, Runner
 from bot.store.files import FileStore
 
@@ -58,3 +61,12 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], d
 BotApplication = Application[
     ExtBot[None], BotContext, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any
 ]
+
+
+async def sender(session: AsyncSession, update: Update) -> Volunteer:
+    """The volunteer row of whoever sent the update (created on first contact).
+
+    Roles are checked by the use cases, per action, never here.
+    """
+    assert update.effective_user is not None
+    return await volunteer_for(session, telegram_user_id=update.effective_user.id)

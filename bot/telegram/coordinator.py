@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
 from telegram.error import TelegramError
 
@@ -18,7 +17,7 @@ from bot.campaign.errors import MedCrowdError
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import CampaignStatus, Role, Volunteer
 from bot.telegram import uploads
-from bot.telegram.context import BotContext
+from bot.telegram.context import BotContext, sender
 
 USE_PREFIX = "cu:"
 STATUSES = {
@@ -28,15 +27,9 @@ STATUSES = {
 }
 
 
-async def _me(session: AsyncSession, update: Update) -> Volunteer:
-    """Whoever sent the command (roles are checked by the use cases, per action)."""
-    assert update.effective_user is not None
-    return await volunteer_for(session, telegram_user_id=update.effective_user.id)
-
-
 async def _actor(context: BotContext, update: Update) -> tuple[Volunteer, frozenset[int]]:
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         await session.commit()
     return actor, context.services.admins
 
@@ -58,7 +51,7 @@ async def on_grant(update: Update, context: BotContext) -> None:
         return
     role = Role.VOLUNTEER if revoke else Role(words[2] if len(words) > 2 else "coordinator")
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         await coordination.set_role(session, actor, context.services.admins, int(words[1]), role)
         await session.commit()
     await _reply(update, context, f"{words[1]} is now {role.value}")
@@ -67,7 +60,7 @@ async def on_grant(update: Update, context: BotContext) -> None:
 async def on_projects(update: Update, context: BotContext) -> None:
     """/projects: every campaign, with a button to work on it."""
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         coordination.require(actor, context.services.admins, *coordination.PRIVILEGED)
         every = await coordination.campaigns(session)
         await session.commit()
@@ -129,7 +122,7 @@ async def on_newproject_text(update: Update, context: BotContext) -> None:
         return
     del context.user_data[NEWPROJECT]
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         instructions = "" if answers["instructions"] == "-" else answers["instructions"]
         campaign = await coordination.create_campaign(
             session,
@@ -156,7 +149,7 @@ async def on_use(update: Update, context: BotContext) -> None:
         await _reply(update, context, "usage: /use NAME (see /projects)")
         return
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         campaign = await coordination.use_by_name(session, actor, context.services.admins, name)
         await session.commit()
     await _reply(update, context, f"Working on {campaign.name}")
@@ -165,7 +158,7 @@ async def on_use(update: Update, context: BotContext) -> None:
 async def on_jobs(update: Update, context: BotContext) -> None:
     """/jobs: the latest background jobs with their progress (and why a failed one failed)."""
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         rows = await coordination.jobs(session, actor, context.services.admins)
         await session.commit()
     if not rows:
@@ -196,7 +189,7 @@ async def on_rules(update: Update, context: BotContext) -> None:
             return
         changes[name] = value
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, context.services.admins)
         if changes:
             rules = await coordination.set_rules(
@@ -234,7 +227,7 @@ async def on_campaign(update: Update, context: BotContext) -> None:
 
 async def _set_status(update: Update, context: BotContext, word: str) -> None:
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, context.services.admins)
         await coordination.set_status(
             session, actor, context.services.admins, campaign, STATUSES[word]
@@ -248,7 +241,7 @@ async def on_status(update: Update, context: BotContext) -> None:
     """/status: the working campaign's chart and a short summary."""
     services = context.services
     async with services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, services.admins)
         numbers = await progress.progress(session, services.store, campaign)
         await session.commit()
@@ -264,7 +257,7 @@ async def on_volunteers(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, context.services.admins)
         lines = await coordination.volunteer_lines(
             session, actor, context.services.admins, campaign
@@ -302,7 +295,7 @@ async def on_ban(update: Update, context: BotContext) -> None:
         return
     banned = words[0].startswith("/ban")
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         await coordination.set_banned(
             session, actor, context.services.admins, int(words[1]), banned
         )
@@ -319,7 +312,7 @@ async def on_broadcast(update: Update, context: BotContext) -> None:
         await _reply(update, context, "usage: /broadcast TEXT")
         return
     async with context.services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, context.services.admins)
         targets = await coordination.broadcast_targets(
             session, actor, context.services.admins, campaign
@@ -345,7 +338,7 @@ async def on_export(update: Update, context: BotContext) -> None:
     """/export: the working campaign's dataset zip, as a document (or its path if too big)."""
     services = context.services
     async with services.sessionmaker() as session:
-        actor = await _me(session, update)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, services.admins)
         await coordination.audit(session, actor, "export", campaign.id)
         await session.commit()

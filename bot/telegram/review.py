@@ -17,7 +17,7 @@ from bot.campaign.decode import Rejected, decode_mask
 from bot.campaign.errors import InvalidInput, MedCrowdError
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import Task, Volunteer
-from bot.telegram.context import BotContext
+from bot.telegram.context import BotContext, sender
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ async def on_mask_document(update: Update, context: BotContext) -> None:
     if len(slices) != 1:
         raise InvalidInput("send one 2D mask (a PNG), not a volume")
     async with services.sessionmaker() as session:
-        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        actor = await sender(session, update)
         await _settle(context, session, actor, task_id, review.Candidate("own mask", slices[0]))
         await session.commit()
     await context.bot.send_message(update.effective_chat.id, "Your mask is now this crop's gold.")

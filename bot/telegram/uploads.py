@@ -30,7 +30,7 @@ from bot.campaign.upload import ingest_upload
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import Campaign, Job
 from bot.telegram import review as review_handlers
-from bot.telegram.context import BotContext
+from bot.telegram.context import BotContext, sender
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ async def on_photo(update: Update, context: BotContext) -> None:
     assert update.effective_user is not None
     assert update.effective_chat is not None
     async with context.services.sessionmaker() as session:
-        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        actor = await sender(session, update)
         await session.commit()
     allowed = coordination.role_of(actor, context.services.admins) in coordination.PRIVILEGED
     text = PHOTO_REFUSED if allowed else "Thanks, but I only need your button presses here."
@@ -110,7 +110,7 @@ async def on_gold(update: Update, context: BotContext) -> None:
     assert update.effective_user is not None
     assert update.effective_chat is not None
     async with context.services.sessionmaker() as session:
-        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, context.services.admins)
         await session.commit()
     if context.user_data is not None:
@@ -133,7 +133,7 @@ async def on_document(update: Update, context: BotContext) -> None:
         return
     services = context.services
     async with services.sessionmaker() as session:
-        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, services.admins)
         await session.commit()
     document = message.document
@@ -173,7 +173,7 @@ async def on_document(update: Update, context: BotContext) -> None:
         await live.show(text)
     counts = report.ingest.counts()
     async with services.sessionmaker() as session:
-        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        actor = await sender(session, update)
         await coordination.audit(
             session, actor, "upload", campaign.id, file=name, gold=gold, **counts
         )
@@ -252,7 +252,7 @@ async def on_synthesize(update: Update, context: BotContext) -> None:
         raise InvalidInput(f"N is 1 to {MAX_SYNTHETIC} candidate pairs")
     services = context.services
     async with services.sessionmaker() as session:
-        actor = await volunteer_for(session, telegram_user_id=update.effective_user.id)
+        actor = await sender(session, update)
         campaign = await coordination.working(session, actor, services.admins)
         await coordination.audit(session, actor, "synthesize", campaign.id, n=n)
         await session.commit()

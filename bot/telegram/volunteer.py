@@ -20,7 +20,7 @@ from bot.campaign.errors import InvalidInput, MedCrowdError, NoConsent, NoWork, 
 from bot.db.models import Assignment, TaskKind, Verdict, Volunteer
 from bot.db.types import utcnow
 from bot.telegram import coordinator, keyboards, texts
-from bot.telegram.context import BotApplication, BotContext, BotServices
+from bot.telegram.context import BotApplication, BotContext, BotServices, sender
 from bot.telegram.keyboards import Action, Press
 
 logger = logging.getLogger(__name__)
@@ -239,16 +239,11 @@ async def _serve_next(
 # -- commands -------------------------------------------------------------------------------------
 
 
-async def _me(session: AsyncSession, update: Update) -> Volunteer:
-    assert update.effective_user is not None
-    return await people.volunteer_for(session, telegram_user_id=update.effective_user.id)
-
-
 async def on_start(update: Update, context: BotContext) -> None:
     """Welcome and terms; a volunteer who already agreed goes straight to a crop."""
     assert update.effective_chat is not None
     async with context.services.sessionmaker() as session:
-        volunteer = await _me(session, update)
+        volunteer = await sender(session, update)
         if volunteer.consent_at is not None:
             await _serve_next(context, session, volunteer, update.effective_chat.id, None)
             return
@@ -263,7 +258,7 @@ async def on_next(update: Update, context: BotContext) -> None:
     """/next: the current or next crop, as a fresh message at the bottom of the chat."""
     assert update.effective_chat is not None
     async with context.services.sessionmaker() as session:
-        volunteer = await _me(session, update)
+        volunteer = await sender(session, update)
         await _serve_next(context, session, volunteer, update.effective_chat.id, None)
 
 
@@ -281,7 +276,7 @@ async def on_pause(update: Update, context: BotContext) -> None:
         return
     paused = (update.effective_message.text or "").startswith("/pause")
     async with context.services.sessionmaker() as session:
-        volunteer = await _me(session, update)
+        volunteer = await sender(session, update)
         await people.set_paused(session, volunteer=volunteer, paused=paused)
         await session.commit()
     await context.bot.send_message(
@@ -302,7 +297,7 @@ async def on_leaderboard(update: Update, context: BotContext) -> None:
     assert update.effective_chat is not None
     lines = []
     async with context.services.sessionmaker() as session:
-        volunteer = await _me(session, update)
+        volunteer = await sender(session, update)
         periods: tuple[tuple[Literal["week", "all"], str], ...] = (
             ("week", texts.WEEK),
             ("all", texts.ALL_TIME),
@@ -331,7 +326,7 @@ async def on_profile(update: Update, context: BotContext) -> None:
     """/me: the profile card image."""
     assert update.effective_chat is not None
     async with context.services.sessionmaker() as session:
-        volunteer = await _me(session, update)
+        volunteer = await sender(session, update)
         assert volunteer.id is not None
         profile = await leaderboard.profile(session, volunteer_id=volunteer.id)
         await session.commit()
@@ -363,7 +358,7 @@ async def on_text(update: Update, context: BotContext) -> None:
         await context.bot.send_message(update.effective_chat.id, texts.HELP)
         return
     async with context.services.sessionmaker() as session:
-        volunteer = await _me(session, update)
+        volunteer = await sender(session, update)
         try:
             await people.set_nickname(
                 session, volunteer=volunteer, nickname=update.effective_message.text or ""
@@ -411,7 +406,7 @@ async def on_press(update: Update, context: BotContext) -> None:
     message_id = query.message.message_id if query.message is not None else None
     services = context.services
     async with services.sessionmaker() as session:
-        volunteer = await _me(session, update)
+        volunteer = await sender(session, update)
         if press.action not in WORK_ACTIONS:  # these talk to Telegram before writing
             await session.commit()
         try:
@@ -419,7 +414,7 @@ async def on_press(update: Update, context: BotContext) -> None:
         except StaleTask as error:
             await session.rollback()  # expires every loaded row: load the volunteer again
             await query.answer(texts.STALE.format(reason=error))
-            volunteer = await _me(session, update)
+            volunteer = await sender(session, update)
             await _serve_next(context, session, volunteer, chat_id, message_id)
             return
         except NoConsent:
