@@ -198,6 +198,8 @@ def evaluation_section(book: Report, result: EnhancementResult, *, quick: bool) 
             "(docs/synthesis.md has the measured table)."
         )
     )
+    rows = result.table()
+    real_only = {r["fraction"]: r["dice_mean"] for r in rows if r["mode"] == "real only"}
     book.table(
         ["real labels", "training data", "real pairs", "pairs", "Dice", "± seeds", "vs real"],
         [
@@ -208,16 +210,9 @@ def evaluation_section(book: Report, result: EnhancementResult, *, quick: bool) 
                 round(row["n_train"]),
                 row["dice_mean"],
                 row["dice_std"],
-                f"{row['dice_mean'] - base:+.3f}",
+                f"{row['dice_mean'] - real_only[row['fraction']]:+.3f}",
             )
-            for row in result.table()
-            for base in [
-                next(
-                    r["dice_mean"]
-                    for r in result.table()
-                    if r["fraction"] == row["fraction"] and r["mode"] == "real only"
-                )
-            ]
+            for row in rows
         ],
     )
     if result.sources:
