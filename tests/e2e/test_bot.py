@@ -13,10 +13,9 @@ from PIL import Image
 from sqlmodel import col, func, select
 
 from bot.db.models import Answer, Assignment, GoldScore, Task, TaskStatus, Verdict, Volunteer
-from bot.settings import Settings
 from bot.sim.chat import Event, VirtualUser
 from bot.sim.volunteers import VirtualVolunteer, profile
-from tests.helpers.bot import World, prepare, running_bot
+from tests.helpers.bot import World, copied_world, prepare
 
 
 @pytest.fixture(autouse=True)
@@ -36,12 +35,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def world(prepared: Path, tmp_path: Path) -> AsyncIterator[World]:
-    import shutil
-
-    root = tmp_path / "world"
-    shutil.copytree(prepared, root)
-    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
-    async with running_bot(settings, digest_seconds=0.5) as world:
+    async with copied_world(prepared, tmp_path / "world", digest_seconds=0.5) as world:
         yield world
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from bot.settings import Settings
 from bot.sim.emulator import BotApiEmulator
 from bot.sim.feed import SECRET_HEADER
 from bot.sim.volunteers import Oracle, VirtualVolunteer, profile
-from tests.helpers.bot import prepare, running_bot
+from tests.helpers.bot import copied_settings, prepare, running_bot
 
 
 @pytest.fixture(autouse=True)
@@ -38,9 +37,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _copy(prepared: Path, tmp_path: Path) -> Settings:
-    root = tmp_path / "world"
-    shutil.copytree(prepared, root)
-    return Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
+    return copied_settings(prepared, tmp_path / "world")
 
 
 async def _count(services: Services) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,12 +21,11 @@ from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
 from bot.db.models import Answer, Assignment, Verdict
 from bot.jobs.proposals import ProposerSpec
-from bot.settings import Settings
 from bot.store import codecs
 from bot.telegram.app import bot_services
 from bot.web.initdata import sign_init_data, signed_for_user
 from bot.web.miniapp import REFINE_BYTES, SUBMIT_BYTES, MiniApp, MiniAppServer
-from tests.helpers.bot import prepare
+from tests.helpers.bot import copied_settings, prepare
 
 TOKEN = "4242:miniapp-test-token"
 ORIGIN = "https://editor.example.org"
@@ -63,9 +61,7 @@ async def _lease(services: Services, user_id: int) -> str:
 
 @pytest.fixture
 async def api(prepared: Path, tmp_path: Path) -> AsyncIterator[Api]:
-    root = tmp_path / "world"
-    shutil.copytree(prepared, root)
-    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
+    settings = copied_settings(prepared, tmp_path / "world")
     services = Services.from_settings(settings)
     handlers = bot_services(services, ProposerSpec(), digest_seconds=3600)
     miniapp = MiniApp(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,9 +17,8 @@ import pytest
 from sqlmodel import select
 
 from bot.db.models import Image
-from bot.settings import Settings
 from bot.sim.volunteers import VirtualVolunteer, profile
-from tests.helpers.bot import World, prepare, running_bot
+from tests.helpers.bot import World, copied_world, prepare
 
 ADMIN = 7301
 
@@ -39,10 +37,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def world(prepared: Path, tmp_path: Path) -> AsyncIterator[World]:
-    root = tmp_path / "world"
-    shutil.copytree(prepared, root)
-    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
-    async with running_bot(settings, admins=frozenset({ADMIN})) as world:
+    async with copied_world(prepared, tmp_path / "world", frozenset({ADMIN})) as world:
         yield world
 
 

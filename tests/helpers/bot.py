@@ -154,10 +154,21 @@ async def press_as(
     )
 
 
-@contextlib.asynccontextmanager
-async def copied_world(prepared: Path, root: Path, admins: frozenset[int]) -> AsyncIterator[World]:
-    """The bot on a private copy of a prepared campaign (one ``prepare`` per test module)."""
+def copied_settings(prepared: Path, root: Path) -> Settings:
+    """Settings for a private copy at ``root`` of a prepared campaign (one per test module)."""
     shutil.copytree(prepared, root)
-    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
-    async with running_bot(settings, admins=admins) as world:
+    return Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bot.db'}")
+
+
+@contextlib.asynccontextmanager
+async def copied_world(
+    prepared: Path,
+    root: Path,
+    admins: frozenset[int] = frozenset(),
+    *,
+    digest_seconds: float = 3600.0,
+) -> AsyncIterator[World]:
+    """The bot on a private copy of a prepared campaign."""
+    settings = copied_settings(prepared, root)
+    async with running_bot(settings, admins=admins, digest_seconds=digest_seconds) as world:
         yield world
