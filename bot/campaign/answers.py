@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays, cache, scoring
+from bot.campaign.alerts import CollapseAlert, new_alerts
 from bot.campaign.crowd import Crowd, proposal_of
 from bot.campaign.errors import StaleTask
 from bot.db.models import (
@@ -64,6 +65,7 @@ class Submitted:
     gold: GoldOutcome | None = None
     decision: Decision | None = None
     day_counted: bool = False
+    alerts: list[CollapseAlert] = field(default_factory=list)  # for the coordinators
 
 
 def answer_mask(verdict: Verdict, mask: Mask | None, proposal: Mask) -> Mask | None:
@@ -117,13 +119,16 @@ async def submit(
     """Store one answer and let everything that follows from it happen; commits.
 
     Raises:
-        StaleTask: the assignment is someone else's, or its crop is finished.
+        StaleTask: the assignment is someone else's, its crop is finished, or the volunteer
+            is banned.
         ValueError: an adjust without a mask, or a mask of the wrong shape.
     """
     now = now or utcnow()
     assert volunteer.id is not None
     if assignment.volunteer_id != volunteer.id:
         raise StaleTask("that button belongs to someone else's crop")
+    if volunteer.banned:
+        raise StaleTask("your account is paused by the coordinators")
     task = await session.get_one(Task, assignment.task_id)
     assert task.id is not None
     existing = await _existing(session, task.id, volunteer.id)
@@ -229,8 +234,18 @@ async def submit(
                 trust = crowd.trust(task.campaign_id)
                 await _close(session, store, campaign, task, proposal, result, decision, now, trust)
             session.add(task)
+        alerts = []
+        if crowd.take_refitted(task.campaign_id):  # new judgements of the volunteers
+            alerts = await new_alerts(session, task.campaign_id, crowd.reports(task.campaign_id))
         await session.commit()
-    return Submitted(answer, duplicate=False, gold=gold, decision=decision, day_counted=day_counted)
+    return Submitted(
+        answer,
+        duplicate=False,
+        gold=gold,
+        decision=decision,
+        day_counted=day_counted,
+        alerts=alerts,
+    )
 
 
 def _priority(result: CropResult, min_answers: int) -> float:

@@ -47,6 +47,7 @@ RULES: dict[str, tuple[type, float, float]] = {
     "crop_size": (int, 64, 2048),
     "tutorial_tasks": (int, 0, 20),
     "daily_goal": (int, 1, 500),
+    "daily_cap": (int, 1, 10000),
     "lease_seconds": (int, 10, 86400),
     "answer_floor_seconds": (float, 0.0, 30.0),
 }

@@ -16,9 +16,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays, cache
-from bot.db.models import Answer, Proposal, Task, TaskKind, Verdict
+from bot.db.models import Answer, Proposal, Task, TaskKind, TaskStatus, Verdict, Volunteer
 from bot.store.files import FileStore
-from fusion.paf import CropResult, Decision, PAFConfig, ProposalAwareFusion
+from fusion.paf import CropResult, Decision, PAFConfig, ProposalAwareFusion, VolunteerReport
 from fusion.simulate import ACCEPT, ADJUST, REJECT, SKIP, UNSURE
 from fusion.simulate import Answer as FusionAnswer
 
@@ -58,6 +58,19 @@ class Crowd:
     added: dict[int, int] = field(default_factory=dict)  # answers since the last refit
     total: dict[int, int] = field(default_factory=dict)  # answers the model holds
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    refitted: set[int] = field(default_factory=set)  # campaigns fitted since take_refitted
+
+    def take_refitted(self, campaign_id: int) -> bool:
+        """Whether the campaign's model was fitted in full since the last call (then clears)."""
+        if campaign_id in self.refitted:
+            self.refitted.discard(campaign_id)
+            return True
+        return False
+
+    def reports(self, campaign_id: int) -> list[VolunteerReport]:
+        """What the campaign's model has learned about each volunteer (none before loading)."""
+        model = self.models.get(campaign_id)
+        return model.volunteers() if model is not None else []
 
     def lock(self, campaign_id: int) -> asyncio.Lock:
         """The lock that serialises updates of one campaign's model."""
@@ -68,6 +81,7 @@ class Crowd:
         if campaign_id not in self.models:
             self.models[campaign_id] = await self._load(session, campaign_id)
             self.added[campaign_id] = 0
+            self.refitted.add(campaign_id)
         return self.models[campaign_id]
 
     async def _load(self, session: AsyncSession, campaign_id: int) -> ProposalAwareFusion:
@@ -81,8 +95,19 @@ class Crowd:
             proposals[task.id] = mask
             if task.kind != TaskKind.REAL and task.gold_mask_key:
                 gold[task.id] = arrays.mask(self.store, task.gold_mask_key)
+        # A banned volunteer's answers on crops still open stop counting; those on finished crops
+        # stay with the consensus they helped reach (an expert's /review can overrule it).
+        banned = select(Volunteer.id).where(col(Volunteer.banned).is_(True))
+        still_open = select(Task.id).where(
+            Task.campaign_id == campaign_id, Task.status == TaskStatus.OPEN
+        )
         rows = await session.exec(
-            select(Answer).where(col(Answer.task_id).in_(list(proposals))).order_by(col(Answer.id))
+            select(Answer)
+            .where(
+                col(Answer.task_id).in_(list(proposals)),
+                ~(col(Answer.volunteer_id).in_(banned) & col(Answer.task_id).in_(still_open)),
+            )
+            .order_by(col(Answer.id))
         )
         answers = [
             to_fusion(a, arrays.mask(self.store, a.mask_key) if a.mask_key else None)
@@ -134,8 +159,21 @@ class Crowd:
         ):
             self.added[campaign_id] = 0
             model.refit()
+            self.refitted.add(campaign_id)
             result = model.result(task.id)
         return result
+
+    async def reset(self) -> None:
+        """Forget every model: each is fitted again from the database on its next use.
+
+        Called when a ban changes which answers count. Each model is dropped under its lock, so
+        no answer being folded in meanwhile is lost from the refit.
+        """
+        for campaign_id in list(self.models):
+            async with self.lock(campaign_id):
+                self.models.pop(campaign_id, None)
+                self.added.pop(campaign_id, None)
+                self.total.pop(campaign_id, None)
 
     def trust(self, campaign_id: int) -> dict[int, float]:
         """Volunteer id -> 1 - spammer score, as fusion has learned it (the campaign's model)."""

@@ -35,6 +35,7 @@ from bot.db.models import (
     TaskKind,
     TaskStatus,
     Volunteer,
+    VolunteerDay,
 )
 from bot.db.types import utcnow
 
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 NEWCOMER_GOLD_RATE = 0.5
 GOLD_DECAY_ANSWERS = 5.0
 CANDIDATES = 25
+FAST_STREAK = 5  # this many answers in a row under the campaign's floor ...
+FAST_COOL_DOWN = dt.timedelta(seconds=60)  # ... and no new crop for this long after the last
 
 
 def gold_rate(base: float, gold_answers: int, tutorial: int) -> float:
@@ -145,8 +148,12 @@ async def _real_task(
         )
         .scalar_subquery()
     )
-    answered = (
-        select(func.count()).select_from(Answer).where(Answer.task_id == Task.id).scalar_subquery()
+    answered = (  # a banned volunteer's answers no longer count, so they free their places
+        select(func.count())
+        .select_from(Answer)
+        .join(Volunteer, col(Volunteer.id) == Answer.volunteer_id)
+        .where(Answer.task_id == Task.id, col(Volunteer.banned).is_(False))
+        .scalar_subquery()
     )
     result = await session.exec(
         select(Task)
@@ -165,6 +172,48 @@ async def _real_task(
         return None
     # Priority first; among close calls, a crop whose difficulty suits the volunteer's skill.
     return max(tasks, key=lambda t: t.priority - 0.5 * abs(t.priority - skill))
+
+
+async def _check_pace(
+    session: AsyncSession, campaign: Campaign, volunteer_id: int, now: dt.datetime
+) -> None:
+    """Refuse a new crop past the daily cap, or to someone answering faster than anyone looks.
+
+    Raises:
+        NoWork: the volunteer reached the campaign's ``daily_cap`` today (UTC), or their last
+            ``FAST_STREAK`` answers all came under the campaign's ``answer_floor_seconds``
+            (then for ``FAST_COOL_DOWN`` after the last of them).
+    """
+    day = await session.exec(
+        select(VolunteerDay.answers).where(
+            VolunteerDay.volunteer_id == volunteer_id, VolunteerDay.day == now.date()
+        )
+    )
+    today = day.first() or 0
+    if today >= campaign.daily_cap:
+        raise NoWork(
+            f"that is {today} answers today, the most a day holds: thank you! "
+            "New crops wait for you tomorrow"
+        )
+    if campaign.answer_floor_seconds <= 0:
+        return
+    recent = (
+        await session.exec(
+            select(Answer.seconds_taken, Answer.created_at)
+            .where(Answer.volunteer_id == volunteer_id)
+            .order_by(col(Answer.id).desc())
+            .limit(FAST_STREAK)
+        )
+    ).all()
+    too_fast = len(recent) == FAST_STREAK and all(
+        seconds is not None and seconds < campaign.answer_floor_seconds for seconds, _ in recent
+    )
+    if too_fast and now - recent[0][1] < FAST_COOL_DOWN:
+        wait = math.ceil((FAST_COOL_DOWN - (now - recent[0][1])).total_seconds())
+        raise NoWork(
+            f"your last {FAST_STREAK} answers came faster than a crop can be looked at: "
+            f"take a breath, and look closely at the next one (in {wait} s)"
+        )
 
 
 async def next_assignment(
@@ -187,7 +236,7 @@ async def next_assignment(
 
     Raises:
         NoConsent: the volunteer has not agreed to the terms.
-        NoWork: nothing is open for them.
+        NoWork: nothing is open for them, or they must slow down or stop for today.
     """
     assert volunteer.id is not None
     if volunteer.consent_at is None or volunteer.forgotten:
@@ -201,6 +250,7 @@ async def next_assignment(
     campaign = await active_campaign(session)
     if campaign is None:
         raise NoWork("no campaign is running right now")
+    await _check_pace(session, campaign, volunteer.id, now)
     gold_done, gold_dice = await _gold_record(session, volunteer.id)
     task = None
     if gold_done < campaign.tutorial_tasks or rng.random() < gold_rate(

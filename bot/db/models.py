@@ -116,6 +116,9 @@ class Campaign(SQLModel, table=True):
     )
     tutorial_tasks: int = Field(default=3, ge=0, description="gold crops taught after consent")
     daily_goal: int = Field(default=10, ge=1, description="answers that make a day count")
+    daily_cap: int = Field(
+        default=300, ge=1, description="most answers one volunteer may give in a UTC day"
+    )
     created_at: dt.datetime = _ts()
 
 

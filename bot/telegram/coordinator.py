@@ -287,7 +287,11 @@ async def on_volunteers(update: Update, context: BotContext) -> None:
 
 
 async def on_ban(update: Update, context: BotContext) -> None:
-    """/ban ID, /unban ID: stop (or restart) serving a volunteer crops; their answers stay."""
+    """/ban ID, /unban ID: stop (or restart) serving a volunteer crops.
+
+    A ban also takes their answers on crops still open out of the consensus (the crowd model is
+    fitted again without them); those on finished crops stay. An unban counts them again.
+    """
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
     if len(words) != 2 or not words[1].isdigit():
@@ -300,6 +304,7 @@ async def on_ban(update: Update, context: BotContext) -> None:
             session, actor, context.services.admins, int(words[1]), banned
         )
         await session.commit()
+    await context.services.crowd.reset()
     await _reply(update, context, f"volunteer #{words[1]} {'banned' if banned else 'unbanned'}")
 
 

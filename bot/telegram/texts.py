@@ -67,6 +67,11 @@ STORED_ALREADY = "Already saved 👍"
 SLOW_DOWN = "Slow down a little 🙂"
 NO_WORK = "🎉 {reason}"
 STALE = "⏭ {reason}"
+RELIABILITY_ALERT = (
+    "⚠️ Volunteer #{id} ({name}): after {evidence} answers, the crowd model finds that their "
+    "answers {judged}. Their weight in the consensus is near zero already; /ban {id} also takes "
+    "their answers on open crops out of it."
+)
 GOLD_FEEDBACK = (
     "{emoji} Your score on this practice crop: {score:.0%}.\n"
     "Green = agreed, blue = missed, pink = extra."

@@ -19,7 +19,7 @@ from bot.campaign.editor import EditorAnswer
 from bot.campaign.errors import InvalidInput, MedCrowdError, NoConsent, NoWork, StaleTask
 from bot.db.models import Assignment, TaskKind, Verdict, Volunteer
 from bot.db.types import utcnow
-from bot.telegram import coordinator, keyboards, texts
+from bot.telegram import alerts, coordinator, keyboards, texts
 from bot.telegram.context import BotApplication, BotContext, BotServices, sender
 from bot.telegram.keyboards import Action, Press
 
@@ -578,6 +578,7 @@ async def _after_answer(
     message_id: int | None,
 ) -> None:
     """What follows a stored answer: gold feedback (then Next), else the next crop."""
+    await alerts.send_alerts(context, session, submitted.alerts)
     if submitted.gold is not None:
         view = await tasks.view(session, context.services.store, assignment)
         gold = submitted.gold

@@ -33,6 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.campaign import editor
 from bot.campaign.crowd import Crowd
 from bot.campaign.errors import InvalidInput, NoConsent, NotAllowed, StaleTask
+from bot.campaign.flood import FloodGate
 from bot.campaign.refine import Refiner
 from bot.store import codecs
 from bot.store.files import FileStore
@@ -57,6 +58,8 @@ PAGE_HEADERS = {
 }
 REFINE_BYTES = 16 << 10
 SUBMIT_BYTES = 512 << 10
+EDITOR_RATE = 5.0  # API calls per second per user, over a burst of
+EDITOR_BURST = 15.0
 
 
 class ApiError(Exception):
@@ -107,6 +110,7 @@ class MiniApp:
         origin: str | None = None,
         max_age: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        gate: FloodGate | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.store = store
@@ -116,6 +120,8 @@ class MiniApp:
         self.origin = origin
         self.max_age = max_age
         self.clock = clock
+        # Per-user request limits: taps come a few a second at most from a person.
+        self.gate = gate or FloodGate(rate=EDITOR_RATE, burst=EDITOR_BURST)
         self._on_answer: OnAnswer | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -181,6 +187,8 @@ class MiniApp:
             checked = validate_init_data(raw, self._token, max_age=self.max_age, now=self.clock())
         except InvalidInitData as error:
             raise ApiError(401, str(error)) from None
+        if not self.gate.allow(checked.user_id):  # before any database or model work
+            raise ApiError(429, "too many requests: wait a moment, then try again")
         return checked.user_id
 
     def _api(

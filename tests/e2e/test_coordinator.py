@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,6 +171,7 @@ async def test_volunteers_ban_and_broadcast(world: World) -> None:
     async with world.services.sessionmaker() as session:
         banned = await session.get_one(Volunteer, first_id)
         assert banned.banned
+    assert world.handlers.crowd.models == {}  # refitted without their open answers on next use
     refused = await _said(world, banned.telegram_user_id, "/next")
     assert "no more crops" in refused
     coordinator = world.emulator.user(COORDINATOR, "C")
@@ -202,3 +205,52 @@ async def test_newproject_is_a_short_dialogue(world: World) -> None:
     async with world.services.sessionmaker() as session:
         names = [c.name for c in (await session.exec(select(Campaign))).all()]
     assert names.count("liver-2026") == 1
+
+
+async def test_coordinators_hear_once_when_a_volunteers_reliability_collapses(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot's side of the alert: who hears it, and only once (fusion's judgement itself is
+    tested on an adversary in tests/db/test_abuse.py; this world's crops are too few for it)."""
+    from bot.campaign import alerts
+    from bot.sim.volunteers import VirtualVolunteer, profile
+
+    world.handlers.crowd.refit_every, world.handlers.crowd.refit_share = 1, 0.0
+    await _said(world, ADMIN, f"/grant {COORDINATOR} coordinator")
+    people = []
+    for i in range(3):
+        rng = np.random.default_rng(10 + i)
+        volunteer = VirtualVolunteer(
+            world.emulator.user(7200 + i, "V"), profile("good", rng), world.oracle, rng
+        )
+        await volunteer.join()
+        people.append(volunteer)
+    async with world.services.sessionmaker() as session:
+        target = (
+            await session.exec(select(Volunteer).where(Volunteer.telegram_user_id == 7202))
+        ).one()
+    judged = []
+
+    def collapsed(reports: Any) -> list[Any]:  # fusion "finds" the third volunteer collapsed
+        judged.append(len(reports))
+        return [r for r in reports if r.volunteer == target.id]
+
+    monkeypatch.setattr(alerts, "collapsed", collapsed)
+    for _ in range(3):
+        for volunteer in people:
+            volunteer.timeout = 3.0
+            with contextlib.suppress(TimeoutError):  # no crop left for them
+                await volunteer.answer()
+    assert len(judged) >= 3  # judged after each refit ...
+    heard = [
+        e.params["text"]
+        for e in world.emulator.user(COORDINATOR, "C").events
+        if e.method == "sendMessage" and "⚠️" in (e.params.get("text") or "")
+    ]
+    assert len(heard) == 1, heard  # ... and told once
+    assert f"#{target.id} " in heard[0]
+    assert f"/ban {target.id}" in heard[0]
+    admin = world.emulator.user(ADMIN, "A")
+    assert any("⚠️" in (e.params.get("text") or "") for e in admin.events)  # admins hear too
+    for volunteer in people:
+        assert not any("⚠️" in (e.params.get("text") or "") for e in volunteer.user.events)

@@ -209,6 +209,11 @@ async def test_emulator_stop_wakes_a_waiting_long_poll() -> None:
     poll = asyncio.create_task(
         session.post(f"{emu.base_url}{TOKEN}/getUpdates", data={"timeout": "30"})
     )
+    # the poll must be waiting inside the emulator, not still connecting, on a loaded machine
+    for _ in range(1000):
+        if any(call.method == "getUpdates" for call in emu.calls):
+            break
+        await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
     started = time.monotonic()
     await emu.stop()

@@ -244,3 +244,16 @@ async def test_miniapp_shares_the_webhook_server_in_webhook_mode(api: Api) -> No
         crop = await client.get(f"/api/crop?t={api.tokens[1001]}", headers=auth(1001))
         assert crop.status == 200
         assert (await client.post("/telegram", json={"update_id": 1})).status == 403
+
+
+async def test_miniapp_limits_each_users_request_rate(api: Api) -> None:
+    url = f"/api/crop?t={api.tokens[1001]}"
+    statuses = [(await api.client.get(url, headers=auth(1001))).status for _ in range(40)]
+    assert statuses[0] == 200
+    assert 429 in statuses  # a script hammering the API is slowed before any database work
+    limited = statuses.index(429)
+    assert limited >= 10  # a person's burst of taps passes
+    refused = await api.client.get(url, headers=auth(1001))
+    assert "too many requests" in await _error(refused, 429)
+    other = await api.client.get(f"/api/crop?t={api.tokens[1002]}", headers=auth(1002))
+    assert other.status == 200  # one user's limit is not another's
