@@ -115,15 +115,19 @@ async def mark_done(session: AsyncSession, *, update_ids: list[int]) -> None:
     await session.commit()
 
 
-async def mark(session: AsyncSession, *, update_id: int, error: str | None = None) -> None:
+async def mark(
+    session: AsyncSession, *, update_id: int, error: str | None = None, counts: bool = True
+) -> None:
     """Record one processing attempt (commits): done, or failed with ``error``.
 
     An update that fails ``MAX_ATTEMPTS`` times is parked (kept, with its error) instead of
-    blocking its volunteer forever.
+    blocking its volunteer forever. A failure that passes by itself (the database or the disk
+    for a moment: ``counts`` False) does not count toward that, so an outage parks nothing.
     """
     found = await session.exec(select(InboxUpdate).where(InboxUpdate.update_id == update_id))
     row = found.one()
-    row.attempts += 1
+    if counts or error is None:
+        row.attempts += 1
     if error is None:
         row.processed_at = utcnow()
         row.error = None

@@ -25,6 +25,7 @@ from bot.campaign import inbox
 from bot.campaign.flood import FloodGate, user_of
 from bot.telegram import texts
 from bot.telegram.context import BotApplication
+from bot.telegram.transient import RETRY_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Intake:
                 continue
             kept.append(payload)
         async with self.sessionmaker() as session:
-            stored = await inbox.store_updates(session, kept)
+            stored = await inbox.store_updates(session, kept)  # raises while the database is down
         new = set(stored)
         self.dispatch([(int(p["update_id"]), p) for p in kept if int(p["update_id"]) in new])
         return len(stored)
@@ -109,10 +110,17 @@ class Intake:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            delay = 0.5
             if not updates:
+                delay = 0.5
                 continue
-            await self.admit([update.to_dict() for update in updates])
+            try:
+                await self.admit([update.to_dict() for update in updates])
+            except Exception as error:  # not stored (the database is down?): not confirmed
+                logger.warning("storing updates failed (%r); retrying in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue  # the same offset: Telegram sends the batch again
+            delay = 0.5
             offset = updates[-1].update_id + 1  # confirmed by the next call, after the commit
 
     # -- processing -----------------------------------------------------------------------------
@@ -125,7 +133,10 @@ class Intake:
         """
         while not self.stopping.is_set():
             self.wake.clear()
-            await self.drain_once()
+            try:
+                await self.drain_once()
+            except Exception as error:  # the database is down: sweep again later
+                logger.warning("inbox sweep failed (%r)", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=SWEEP_SECONDS)
         await self.finish()
@@ -166,12 +177,17 @@ class Intake:
 
     async def _run_one(self, update_id: int, payload: dict[str, Any]) -> None:
         error: str | None = None
+        transient = False
         try:
             update = Update.de_json(payload, self.app.bot)
             await self.app.process_update(update)
         except Exception as exc:  # a handler that escaped the error handler: retried later
             logger.exception("update %s failed", update_id)
             error = repr(exc)
+        retry: set[int] = self.app.bot_data.get(RETRY_KEY, set())
+        if update_id in retry:  # the error handler met a failure that passes: run it again
+            retry.discard(update_id)
+            error, transient = "a transient failure (see the log)", True
         try:
             if error is None:
                 self._done.add(update_id)
@@ -183,7 +199,11 @@ class Intake:
                     await self.flush_marks()
             else:
                 async with self.sessionmaker() as session:
-                    await inbox.mark(session, update_id=update_id, error=error)
+                    await inbox.mark(
+                        session, update_id=update_id, error=error, counts=not transient
+                    )
+        except Exception as exc:  # the database is down: the update stays pending, swept later
+            logger.warning("could not record update %s (%r)", update_id, exc)
         finally:
             self._in_flight.discard(update_id)
         self.processed += 1
@@ -192,8 +212,12 @@ class Intake:
         """Record the processed updates not yet marked done (one statement)."""
         batch, self._unmarked = self._unmarked, []
         if batch:
-            async with self.sessionmaker() as session:
-                await inbox.mark_done(session, update_ids=batch)
+            try:
+                async with self.sessionmaker() as session:
+                    await inbox.mark_done(session, update_ids=batch)
+            except Exception:
+                self._unmarked = batch + self._unmarked  # the database is down: next round
+                raise
 
     async def mark_loop(self) -> None:
         """Flush done-marks every ``MARK_SECONDS`` until stopped (and once more at the end)."""
@@ -202,20 +226,28 @@ class Intake:
             while not self.stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=MARK_SECONDS)
-                await self.flush_marks()
-                rounds += 1
-                if rounds % PURGE_ROUNDS == 0:  # processed updates are kept a day, then deleted
-                    async with self.sessionmaker() as session:
-                        await inbox.purge(session)
+                try:
+                    await self.flush_marks()
+                    rounds += 1
+                    if rounds % PURGE_ROUNDS == 0:  # processed updates are deleted after a day
+                        async with self.sessionmaker() as session:
+                            await inbox.purge(session)
+                except Exception as error:  # the database is down: the marks wait
+                    logger.warning("recording processed updates failed (%r)", error)
+                    await asyncio.sleep(1.0)
         finally:
-            await self.flush_marks()
+            with contextlib.suppress(Exception):  # finish() tries again and says so
+                await self.flush_marks()
 
     async def finish(self) -> None:
         """Wait for the updates in flight, then record them done."""
         tasks = [t for t in self._users.values() if not t.done()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self.flush_marks()
+        try:
+            await self.flush_marks()
+        except Exception as error:  # unmarked updates run again on the next start: idempotent
+            logger.warning("could not record the last processed updates (%r)", error)
 
 
 def _seconds(value: object) -> float:

@@ -22,6 +22,7 @@ from bot.db.types import utcnow
 from bot.telegram import alerts, coordinator, keyboards, texts
 from bot.telegram.context import BotApplication, BotContext, BotServices, sender
 from bot.telegram.keyboards import Action, Press
+from bot.telegram.transient import RETRY_KEY, is_late_query_answer, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -552,6 +553,7 @@ async def _answer(
 ) -> str:
     """Store the answer, then gold feedback or the next crop in the same message."""
     services = context.services
+    volunteer_id = volunteer.id
     submitted: Submitted = await submit(
         session,
         crowd=services.crowd,
@@ -563,6 +565,11 @@ async def _answer(
         prompt_points=tasks.last_prompt(assignment) if verdict == Verdict.ADJUST else None,
     )
     if submitted.duplicate:
+        # A double press, or the retry of a press whose first run stored the answer and then
+        # failed to show the next crop: show it (a held lease comes back; the same crop again
+        # is "not modified" for Telegram). A concurrent duplicate rolled back: load them again.
+        volunteer = await session.get_one(Volunteer, volunteer_id)
+        await _serve_next(context, session, volunteer, chat_id, message_id)
         return texts.STORED_ALREADY
     await _after_answer(context, session, volunteer, assignment, submitted, chat_id, message_id)
     return texts.THANKS
@@ -636,6 +643,15 @@ async def on_error(update: object, context: BotContext) -> None:
     )
     if isinstance(error, MedCrowdError):
         text = str(error)
+    elif is_transient(error) and isinstance(update, Update):
+        # The database, the disk or Telegram failed for a moment: the intake runs the update
+        # again shortly (no apology: the retry answers the press).
+        logger.warning("update %s met %r; it will be retried", update.update_id, error)
+        context.application.bot_data.setdefault(RETRY_KEY, set()).add(update.update_id)
+        return
+    elif is_late_query_answer(error):
+        logger.info("a button press was answered too late (after a retry): %s", error)
+        return
     else:
         logger.error("handler failed", exc_info=error)
         text = texts.ERROR

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -156,8 +157,24 @@ async def emulator() -> AsyncIterator[BotApiEmulator]:
     await emulator.stop()
 
 
-def _start_bot(settings: Settings, emulator: BotApiEmulator, log: Path) -> subprocess.Popen[bytes]:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_bot(
+    settings: Settings, emulator: BotApiEmulator, log: Path, webhook_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    webhook = {}
+    if webhook_port is not None:  # webhook mode: Telegram (the emulator) POSTs the updates
+        webhook = {
+            "MEDCROWD_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}/telegram",
+            "MEDCROWD_WEBHOOK_SECRET": "kill-9-secret",
+            "MEDCROWD_WEBHOOK_LISTEN": f"127.0.0.1:{webhook_port}",
+        }
     env = {
+        **webhook,
         **os.environ,
         "MEDCROWD_BOT_TOKEN": emulator.token,
         "MEDCROWD_TELEGRAM_BASE_URL": emulator.base_url,
@@ -176,14 +193,16 @@ def _start_bot(settings: Settings, emulator: BotApiEmulator, log: Path) -> subpr
     )
 
 
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
 async def test_kill_9_mid_burst_loses_no_press_and_stores_none_twice(
-    prepared: Path, tmp_path: Path, emulator: BotApiEmulator
+    prepared: Path, tmp_path: Path, emulator: BotApiEmulator, mode: str
 ) -> None:
     settings = _copy(prepared, tmp_path)
     services = Services.from_settings(settings)
     oracle = Oracle(services.sessionmaker, services.store)
     log = tmp_path / "bot.log"
-    bot = _start_bot(settings, emulator, log)
+    port = _free_port() if mode == "webhook" else None
+    bot = _start_bot(settings, emulator, log, port)
     try:
         crowd = [_volunteer(emulator, oracle, 1000 + i) for i in range(16)]
         for volunteer in crowd:
@@ -198,7 +217,7 @@ async def test_kill_9_mid_burst_loses_no_press_and_stores_none_twice(
         bot.send_signal(signal.SIGKILL)  # in the middle of the burst
         await asyncio.to_thread(bot.wait)
         before = await _count(services)
-        bot = _start_bot(settings, emulator, log)
+        bot = _start_bot(settings, emulator, log, port)
         for _ in range(300):
             async with services.sessionmaker() as session:
                 done = (
