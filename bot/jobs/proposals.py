@@ -11,6 +11,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,6 +28,7 @@ from inference.predictor import InferenceConfig, MedSamPredictor
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
+MAX_POOL_RESTARTS = 3  # workers lost in one job before it fails (and can be resumed)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,56 @@ class LocalRunner:
             for batch in batches:
                 yield propose_items(proposer, batch)
             return
+        # A worker killed mid-job (the OOM killer, an operator) breaks the pool: a new pool
+        # runs the batches that were in flight again; results already yielded stand.
+        in_flight: dict[Future[list[ProposalResult]], list[WorkItem]] = {}
+        restarts = 0
+
+        def restart() -> list[list[WorkItem]]:
+            """A new pool; returns the batches the dead one held."""
+            nonlocal restarts
+            restarts += 1
+            if restarts > MAX_POOL_RESTARTS:
+                raise RuntimeError(f"proposal workers died {restarts} times; giving up")
+            logger.warning("a proposal worker died; running its batches again")
+            self._discard_pool()
+            held = list(in_flight.values())
+            in_flight.clear()
+            return held
+
+        def submit(batches: list[list[WorkItem]]) -> None:
+            queue = list(batches)
+            while queue:
+                try:
+                    future = self._ensure_pool().submit(_pool_run, spec, queue[0])
+                except BrokenProcessPool:
+                    queue += restart()
+                    continue
+                in_flight[future] = queue.pop(0)
+
+        def settle(done: set[Future[list[ProposalResult]]]) -> Iterator[list[ProposalResult]]:
+            lost = []
+            for future in done:
+                batch = in_flight.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    lost.append(batch)
+                else:
+                    yield result
+            if lost:
+                submit(lost + restart())
+
+        for batch in batches:
+            submit([batch])
+            if len(in_flight) >= 2 * self.workers:
+                done, _ = wait(set(in_flight), return_when=FIRST_COMPLETED)
+                yield from settle(done)
+        while in_flight:
+            done, _ = wait(set(in_flight), return_when=FIRST_COMPLETED)
+            yield from settle(done)
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the driver runs an event loop and database threads.
             self._pool = ProcessPoolExecutor(
@@ -158,17 +210,17 @@ class LocalRunner:
                 initializer=_pool_init,
                 initargs=(self.threads,),
             )
-        pending: set[Future[list[ProposalResult]]] = set()
-        for batch in batches:
-            pending.add(self._pool.submit(_pool_run, spec, batch))
-            if len(pending) >= 2 * self.workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+        return self._pool
+
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the pool's workers (for operators' tools and fault tests)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return sorted(int(pid) for pid in processes)
 
     def close(self) -> None:
         """Shut the pool down."""
@@ -200,14 +252,27 @@ class RayRunner:
         self.use_gpu = gpus > 0
         self.actors = actors or (gpus if gpus else max(1, int(resources.get("CPU", 1))))
         self.threads = threads
+        self._live: list[Any] = []
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running job's actors (for operators' tools and fault tests)."""
+        return sorted(int(pid) for pid in self._ray.get([a.pid.remote() for a in self._live]))
 
     def run(
         self, spec: ProposerSpec, batches: Iterator[list[WorkItem]]
     ) -> Iterator[list[ProposalResult]]:
         """Round-robin batches over the actors, at most two in flight per actor."""
         ray = self._ray
-        actor_class = ray.remote(num_gpus=1 if self.use_gpu else 0, num_cpus=1)(_ProposerActor)
+        # A lost worker (its process killed, its node gone) is restarted and its batches run
+        # again by Ray itself; results already yielded stand.
+        actor_class = ray.remote(
+            num_gpus=1 if self.use_gpu else 0,
+            num_cpus=1,
+            max_restarts=MAX_POOL_RESTARTS,
+            max_task_retries=MAX_POOL_RESTARTS,
+        )(_ProposerActor)
         actors = [actor_class.remote(spec, self.threads) for _ in range(self.actors)]
+        self._live = actors
         pending: list[Any] = []
         try:
             for i, batch in enumerate(batches):
@@ -237,6 +302,9 @@ class _ProposerActor:
 
     def run(self, items: list[WorkItem]) -> list[ProposalResult]:
         return propose_items(self.proposer, items)
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 def make_runner(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign.proposals import model_id_of, pending_tasks, run_proposals
@@ -101,3 +101,46 @@ def test_model_id_of_names_checkpoint_weights(tmp_path: Path) -> None:
     assert model_id_of(ProposerSpec("tiny", path)).startswith("tiny@")
     with pytest.raises(ValueError, match="model must be"):
         ProposerSpec("vit_h")
+
+
+async def test_a_worker_killed_mid_job_is_replaced_and_no_crop_is_proposed_twice(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=8)
+    runner = LocalRunner(workers=1)
+    killed: list[int] = []
+
+    def kill_a_worker(done: int, total: int) -> None:
+        if not killed and done < total:  # after the first batch, mid-job
+            pid = runner.worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    try:
+        run = await run_proposals(
+            sessionmaker,
+            store,
+            campaign,
+            ProposerSpec(),
+            runner,
+            batch_size=2,
+            progress=kill_a_worker,
+        )
+        assert killed
+        assert killed[0] not in runner.worker_pids()  # a new worker took over
+    finally:
+        runner.close()
+    assert run.written == run.pending
+    async with sessionmaker() as session:
+        assert await _count(session, Proposal) == await _count(session, Task)
+        per_task = (
+            await session.exec(
+                select(Proposal.task_id, func.count()).group_by(col(Proposal.task_id))
+            )
+        ).all()
+        assert all(n == 1 for _, n in per_task)
+        job = (await session.exec(select(Job).where(Job.kind == "proposals"))).one()
+        assert job.status == JobStatus.DONE

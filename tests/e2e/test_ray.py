@@ -59,3 +59,60 @@ async def test_ray_results_equal_local_pool(tmp_path: Path) -> None:
     assert run.written == len(expected) > 0
     assert got == expected
     assert list((tmp_path / "ray-cache").rglob("*.npz"))
+
+
+async def test_a_lost_ray_worker_is_restarted_and_its_batches_run_again(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from sqlmodel import col, func
+
+    from bot.db.models import Task
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ray.db'}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine = make_engine(url, poolclass=pool.NullPool)
+    sessionmaker = make_sessionmaker(engine)
+    store = FileStore(tmp_path / "store")
+    killed: list[int] = []
+    try:
+        campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=8)
+        runner = RayRunner("local", actors=1)
+
+        after: list[int] = []
+
+        def lose_a_worker(done: int, total: int) -> None:
+            if not killed and done < total:  # mid-job: the worker's process dies
+                pid = runner.worker_pids()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            elif killed and not after:
+                after.extend(runner.worker_pids())
+
+        try:
+            run = await run_proposals(
+                sessionmaker,
+                store,
+                campaign,
+                ProposerSpec(),
+                runner,
+                batch_size=2,
+                progress=lose_a_worker,
+            )
+            assert killed
+            assert after
+            assert after != killed  # Ray restarted the actor in a new process
+        finally:
+            runner.close()
+        async with sessionmaker() as session:
+            tasks = (await session.exec(select(func.count()).select_from(Task))).one()
+            per_task = (
+                await session.exec(
+                    select(Proposal.task_id, func.count()).group_by(col(Proposal.task_id))
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert run.written == run.pending == tasks
+    assert len(per_task) == tasks
+    assert all(n == 1 for _, n in per_task)  # no crop proposed twice
