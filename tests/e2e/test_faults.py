@@ -26,7 +26,7 @@ from bot.campaign.services import Services
 from bot.db.models import Answer, Assignment
 from bot.settings import Settings
 from bot.sim.volunteers import VirtualVolunteer, profile
-from bot.store.files import FileStore
+from bot.store.files import FileStore, Kind
 from bot.telegram import texts
 from tests.helpers.bot import World, copied_settings, prepare, running_bot
 from tests.helpers.proxy import CuttableProxy
@@ -207,7 +207,7 @@ async def test_disk_full_while_writing_a_mask_loses_no_answer(
     full = {"on": True, "refused": 0}
     put = FileStore.put
 
-    def put_or_enospc(self: FileStore, kind: str, data: bytes, ext: str) -> tuple[str, bool]:
+    def put_or_enospc(self: FileStore, kind: Kind, data: bytes, ext: str) -> tuple[str, bool]:
         if full["on"] and kind == "masks":
             full["refused"] += 1
             raise OSError(errno.ENOSPC, "No space left on device")
