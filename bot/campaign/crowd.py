@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -59,6 +60,10 @@ class Crowd:
     total: dict[int, int] = field(default_factory=dict)  # answers the model holds
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     refitted: set[int] = field(default_factory=set)  # campaigns fitted since take_refitted
+    # Several bot processes on one PostgreSQL database: each folds in the others' answers
+    # (``seen``: the highest answer id folded in) under a database-wide lock per campaign.
+    shared: bool = False
+    seen: dict[int, int] = field(default_factory=dict)
 
     def take_refitted(self, campaign_id: int) -> bool:
         """Whether the campaign's model was fitted in full since the last call (then clears)."""
@@ -113,6 +118,12 @@ class Crowd:
             to_fusion(a, arrays.mask(self.store, a.mask_key) if a.mask_key else None)
             for a in rows.all()
         ]
+        newest = await session.exec(
+            select(func.max(Answer.id))
+            .join(Task, col(Task.id) == Answer.task_id)
+            .where(Task.campaign_id == campaign_id)
+        )
+        self.seen[campaign_id] = int(newest.one() or 0)
         model = ProposalAwareFusion(self.config)
         model.fit(proposals, answers, gold)
         self.total[campaign_id] = len(answers)
@@ -140,18 +151,23 @@ class Crowd:
         answer: Answer,
         mask: np.ndarray | None,
     ) -> CropResult | None:
-        """Fold one stored answer into the campaign's model; None if the task has no proposal."""
+        """Fold one stored answer into the campaign's model; None if the task has no proposal.
+
+        With ``shared`` (several processes on one PostgreSQL database) the caller's transaction
+        first takes the campaign's advisory lock, and the answers other processes stored since
+        this model last looked are folded in first, in id order.
+        """
+        if self.shared:
+            await session.exec(select(func.pg_advisory_xact_lock(campaign_id)))
         model = await self.model(session, campaign_id)
         assert task.id is not None
-        if task.id not in model.crops:
-            proposal = await self._proposal_mask(session, task)
-            if proposal is None:
-                return None
-            gold = None
-            if task.kind != TaskKind.REAL and task.gold_mask_key:
-                gold = arrays.mask(self.store, task.gold_mask_key)
-            model.add_crop(task.id, proposal, gold)
+        if self.shared:
+            await self._catch_up(session, model, campaign_id, skip=answer.id)
+        if not await self._ensure_crop(session, model, task):
+            return None
         result = model.add(to_fusion(answer, mask))
+        if answer.id is not None:
+            self.seen[campaign_id] = max(self.seen.get(campaign_id, 0), answer.id)
         self.added[campaign_id] = self.added.get(campaign_id, 0) + 1
         self.total[campaign_id] = self.total.get(campaign_id, 0) + 1
         if self.added[campaign_id] >= max(
@@ -162,6 +178,46 @@ class Crowd:
             self.refitted.add(campaign_id)
             result = model.result(task.id)
         return result
+
+    async def _ensure_crop(
+        self, session: AsyncSession, model: ProposalAwareFusion, task: Task
+    ) -> bool:
+        """Put the task's crop in the model if missing; False when it has no proposal."""
+        assert task.id is not None
+        if task.id in model.crops:
+            return True
+        proposal = await self._proposal_mask(session, task)
+        if proposal is None:
+            return False
+        gold = None
+        if task.kind != TaskKind.REAL and task.gold_mask_key:
+            gold = arrays.mask(self.store, task.gold_mask_key)
+        model.add_crop(task.id, proposal, gold)
+        return True
+
+    async def _catch_up(
+        self, session: AsyncSession, model: ProposalAwareFusion, campaign_id: int, skip: int | None
+    ) -> None:
+        """Fold in the answers other processes stored since this model last looked."""
+        rows = await session.exec(
+            select(Answer, Task)
+            .join(Task, col(Task.id) == Answer.task_id)
+            .join(Volunteer, col(Volunteer.id) == Answer.volunteer_id)
+            .where(
+                Task.campaign_id == campaign_id,
+                col(Answer.id) > self.seen.get(campaign_id, 0),
+                col(Volunteer.banned).is_(False),
+            )
+            .order_by(col(Answer.id))
+        )
+        for other, task in rows.all():
+            assert other.id is not None
+            self.seen[campaign_id] = max(self.seen.get(campaign_id, 0), other.id)
+            if other.id == skip or not await self._ensure_crop(session, model, task):
+                continue
+            mask = arrays.mask(self.store, other.mask_key) if other.mask_key else None
+            model.add(to_fusion(other, mask))
+            self.total[campaign_id] = self.total.get(campaign_id, 0) + 1
 
     async def reset(self) -> None:
         """Forget every model: each is fitted again from the database on its next use.
@@ -174,6 +230,7 @@ class Crowd:
                 self.models.pop(campaign_id, None)
                 self.added.pop(campaign_id, None)
                 self.total.pop(campaign_id, None)
+                self.seen.pop(campaign_id, None)
 
     def trust(self, campaign_id: int) -> dict[int, float]:
         """Volunteer id -> 1 - spammer score, as fusion has learned it (the campaign's model)."""
