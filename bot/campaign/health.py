@@ -2,7 +2,9 @@
 
 ``/readyz`` (``bot.web.health``) runs them: the database answers and is at the migrations' head
 (``database_probe``), the bot's intake workers are alive and Telegram was reached recently
-(``bot.telegram.probes``). Liveness (``/healthz``) needs none of this: the process answers.
+(``bot.telegram.probes``). Liveness (``/healthz``) runs only the vital probes, the ones about
+the process itself (its workers), never a dependency: a restart cures a dead worker, not a database
+that is down.
 """
 
 from __future__ import annotations
@@ -37,24 +39,28 @@ class Readiness:
         self.timeout = timeout
         self.phase = Phase.STARTING
         self._probes: dict[str, Probe] = {}
+        self._vital: set[str] = set()
 
-    def add(self, name: str, probe: Probe) -> None:
-        """Run ``probe`` on every check, reported under ``name``."""
+    def add(self, name: str, probe: Probe, *, vital: bool = False) -> None:
+        """Run ``probe`` on every check, reported under ``name``; ``vital``: liveness too."""
         self._probes[name] = probe
+        if vital:
+            self._vital.add(name)
+
+    async def dead(self) -> dict[str, str]:
+        """What the vital probes report (liveness); empty while the process is sound."""
+        return await self._check([n for n in self._probes if n in self._vital])
 
     async def problems(self) -> dict[str, str]:
         """What keeps the bot from being ready, by probe name; empty when ready."""
         found: dict[str, str] = {}
         if self.phase is not Phase.RUNNING:
             found["bot"] = self.phase.value
-        names = list(self._probes)
-        results = await asyncio.gather(
-            *(self._run(self._probes[name]) for name in names), return_exceptions=False
-        )
-        for name, reason in zip(names, results, strict=True):
-            if reason is not None:
-                found[name] = reason
-        return found
+        return found | await self._check(list(self._probes))
+
+    async def _check(self, names: list[str]) -> dict[str, str]:
+        results = await asyncio.gather(*(self._run(self._probes[name]) for name in names))
+        return {n: r for n, r in zip(names, results, strict=True) if r is not None}
 
     async def _run(self, probe: Probe) -> str | None:
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from telegram.error import TelegramError
 
@@ -20,7 +22,7 @@ def register(
     readiness: Readiness,
     app: BotApplication,
     intake: Intake,
-    workers: list[asyncio.Task[None]],
+    workers: Sequence[asyncio.Task[Any]],
     *,
     stale_seconds: float = STALE_SECONDS,
 ) -> None:
@@ -42,5 +44,5 @@ def register(
         intake.touch()
         return None
 
-    readiness.add("intake", workers_alive)
+    readiness.add("intake", workers_alive, vital=True)
     readiness.add("telegram", telegram_reached)

@@ -1,9 +1,11 @@
 """``GET /healthz`` (liveness) and ``GET /readyz`` (readiness) for probes and load balancers.
 
-``/healthz`` answers 200 while the process serves HTTP. ``/readyz`` answers 200 ``{"ready": true}``
-when the bot runs and every probe of its ``Readiness`` is fine, else 503 with the problems by name:
-``{"ready": false, "problems": {"database": "unreachable (OSError)"}}``. The webhook server mounts
-both; ``HealthServer`` serves them on their own port (``MEDCROWD_HEALTH_LISTEN``).
+``/healthz`` answers 200 ``{"ok": true}`` while the process serves HTTP and its vital probes (the
+bot's workers) are fine, else 503 with the problems: restart the process. ``/readyz`` answers 200
+``{"ready": true}`` when the bot runs and every probe of its ``Readiness`` is fine, else 503 with
+the problems by name: ``{"ready": false, "problems": {"database": "unreachable (OSError)"}}``.
+The webhook server mounts both; ``HealthServer`` serves them on their own port
+(``MEDCROWD_HEALTH_LISTEN``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def mount(app: web.Application, readiness: Readiness | None) -> None:
     """Add ``/healthz`` and, given a ``Readiness``, ``/readyz`` to ``app``."""
 
     async def healthz(_request: web.Request) -> web.Response:
+        problems = await readiness.dead() if readiness is not None else {}
+        if problems:
+            return web.json_response({"ok": False, "problems": problems}, status=503)
         return web.json_response({"ok": True})
 
     app.router.add_get("/healthz", healthz)

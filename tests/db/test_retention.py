@@ -59,7 +59,7 @@ async def test_the_intake_purges_updates_past_the_retention_setting(
     await _seed(sessionmaker)
     settings = Settings(retention_updates_hours=hours)
     intake = Intake(
-        None,  # type: ignore[arg-type]  (purging needs no bot)
+        None,  # type: ignore[arg-type]
         sessionmaker,
         keep_processed=dt.timedelta(hours=settings.retention_updates_hours),
     )

@@ -98,6 +98,12 @@ async def test_the_telegram_probe_asks_telegram_when_it_has_not_heard_from_it() 
     calls = bot.calls
     assert await readiness.problems() == {}
     assert bot.calls == calls  # fresh contact: Telegram is not asked again
+    assert await _get(readiness, "/healthz") == (200, {"ok": True})
     alive.set()
     await worker
     assert await readiness.problems() == {"intake": "workers stopped: poll"}
+    bot.up = False  # Telegram down is not a reason to restart; a dead worker is
+    assert await _get(readiness, "/healthz") == (
+        503,
+        {"ok": False, "problems": {"intake": "workers stopped: poll"}},
+    )
