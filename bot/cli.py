@@ -1,6 +1,7 @@
 """The ``medcrowd`` command line: ``db``, ``phantom``, ``ingest``, ``propose``, ``bench``, ``demo``.
 
-Also ``export``, ``run`` and ``evaluate`` (does synthesis help? the downstream evaluation).
+Also ``export``, ``run``, ``evaluate`` (does synthesis help? the downstream evaluation), ``backup``
+and ``restore`` (docs/operations.md).
 
 Settings come from ``MEDCROWD_*`` variables (or ``.env``); ``--data-dir`` and ``--database-url``
 override them. On failure the command prints one line saying why and exits non-zero.
@@ -24,12 +25,16 @@ from alembic.util.exc import CommandError
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from bot import logs
+from bot.campaign.backup import BackupReport, backup
 from bot.campaign.boxes import parse_boxes, parse_grid
 from bot.campaign.errors import MedCrowdError
 from bot.campaign.export import ExportReport, export_campaign
+from bot.campaign.health import Readiness, database_probe
 from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
 from bot.campaign.projects import ensure_campaign, get_campaign
 from bot.campaign.proposals import ProposalRun, run_proposals, spec_from
+from bot.campaign.restore import restore
 from bot.campaign.services import Services, limits_from
 from bot.campaign.sources import count_inputs
 from bot.campaign.synthesis import PRESETS, SynthesisOptions, SynthesisRun, run_synthesis
@@ -39,6 +44,7 @@ from bot.settings import Settings
 from bot.sim import demo, enhancement
 from bot.sim.phantom import STYLES, write_phantoms
 from bot.telegram.app import BotOptions, bot_services, run_bot
+from bot.web.health import HealthServer
 from bot.web.miniapp import MiniApp, MiniAppServer, origin_of
 from bot.web.webhook import WebhookServer
 from fusion.bench import as_dicts, online_latency, run_methods, summarise
@@ -176,6 +182,29 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
 
+    bk = sub.add_parser(
+        "backup",
+        help="write a backup: the database and the data dir's files in one tar",
+        description=(
+            "Write a consistent snapshot of the database (every row, as portable JSON) and of the "
+            "data dir's store/ and synthesis/ files, with a manifest of checksums, to one tar "
+            "file. Safe while the bot runs. See docs/operations.md."
+        ),
+    )
+    bk.add_argument("out", type=Path, help="the file to write (.tar; .tar.gz to gzip it)")
+    rs = sub.add_parser(
+        "restore",
+        help="restore a backup into an empty database and the data dir (all or nothing)",
+        description=(
+            "Check a backup's checksums, migrate the target database, then restore every row "
+            "and file in one transaction. Works across SQLite and PostgreSQL. Stop the bot first."
+        ),
+    )
+    rs.add_argument("source", type=Path, help="a file written by `medcrowd backup`")
+    rs.add_argument(
+        "--force", action="store_true", help="replace the rows of a database that is not empty"
+    )
+
     dm = sub.add_parser(
         "demo",
         help="run the offline demo campaign and write its report",
@@ -246,9 +275,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+def _configure_logging(level: str, settings: Settings | None = None) -> None:
+    token = settings.bot_token if settings else None
+    logging.basicConfig(  # text or JSON lines; the token is redacted from either
+        level=level,
+        handlers=logs.handlers(
+            settings.log_format if settings else "text",
+            file=settings.log_file if settings else None,
+            keep_days=settings.retention_log_days if settings else 14,
+            secrets=logs.token_secrets(token.get_secret_value() if token else None),
+        ),
     )
     # httpx logs the token-bearing URL of every request at INFO: WARNING at least, always.
     for noisy in ("httpx", "httpcore", "alembic", "aiosqlite", "asyncio"):
@@ -266,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The demo's and the evaluation's progress bars and tables are their output: only
         # warnings beside them.
         quiet = args.command in ("demo", "evaluate") and args.log_level is None
-        _configure_logging("WARNING" if quiet else settings.log_level)
+        _configure_logging("WARNING" if quiet else settings.log_level, settings)
         return _dispatch(args, settings)
     except ValidationError as error:  # before ValueError, of which it is a subclass
         first = error.errors()[0]
@@ -350,6 +386,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "run":
         asyncio.run(_run(settings))
+        return 0
+    if args.command in ("backup", "restore"):
+        saved = asyncio.run(_backup_or_restore(args, settings))
+        done = "wrote" if args.command == "backup" else "restored"
+        print(  # noqa: T201
+            f"{done} {sum(saved.rows.values())} rows and {saved.files} files "
+            f"({saved.bytes / 1e6:.1f} MB, schema {saved.revision}): {saved.path}"
+        )
         return 0
     if args.command == "evaluate":
         return _evaluate(args, settings)
@@ -471,7 +515,10 @@ async def _run(settings: Settings) -> None:
         digest_seconds=settings.digest_seconds,
         flood_rate=settings.flood_rate,
         flood_burst=settings.flood_burst,
+        keep_updates_hours=settings.retention_updates_hours,
     )
+    readiness = Readiness()
+    readiness.add("database", database_probe(services.engine))
     handlers = bot_services(
         services,
         spec_from(settings),
@@ -504,10 +551,16 @@ async def _run(settings: Settings) -> None:
             port=int(port),
             path=urlsplit(settings.webhook_url).path or "/telegram",
             miniapp=miniapp,
+            readiness=readiness,
         )
     elif miniapp is not None:
         host, _, port = settings.webapp_listen.rpartition(":")
         editor_server = MiniAppServer(miniapp, host=host or "127.0.0.1", port=int(port))
+    health_server = None
+    if settings.health_listen:
+        host, _, port = settings.health_listen.rpartition(":")
+        health_server = HealthServer(readiness, host=host or "127.0.0.1", port=int(port))
+        await health_server.start()
     try:
         await run_bot(
             options,
@@ -517,9 +570,32 @@ async def _run(settings: Settings) -> None:
             webhook_secret=secret,
             editor=miniapp,
             editor_server=editor_server,
+            readiness=readiness,
         )
     finally:
+        if health_server is not None:
+            await health_server.stop()
         await services.close()
+
+
+async def _backup_or_restore(args: argparse.Namespace, settings: Settings) -> BackupReport:
+    bars: dict[str, tqdm[Any]] = {}
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if phase not in bars:
+            bars[phase] = tqdm(total=total, desc=phase, disable=None)
+        bars[phase].update(done - bars[phase].n)
+
+    url = settings.resolved_database_url
+    try:
+        if args.command == "backup":
+            return await backup(url, settings.data_dir, args.out, progress=progress)
+        return await restore(
+            url, settings.data_dir, args.source, force=args.force, progress=progress
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 async def _ingest(args: argparse.Namespace, settings: Settings) -> IngestReport:

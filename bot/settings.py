@@ -87,6 +87,23 @@ class Settings(BaseSettings):
         64, ge=1, le=5000, description="Candidate pairs /synthesize generates by default."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line (docs/operations.md)."
+    )
+    log_file: Path | None = Field(
+        None, description="Also log to this file, rotated daily; stderr only when unset."
+    )
+    retention_log_days: int = Field(
+        14, ge=1, description="Rotated log files kept (one a day) when a log file is set."
+    )
+    retention_updates_hours: float = Field(
+        24.0, gt=0, description="Hours raw Telegram updates are kept after processing."
+    )
+    health_listen: str | None = Field(
+        None,
+        description="host:port of a /healthz + /readyz server (any mode); the webhook server "
+        "always serves them too.",
+    )
     admins: str = Field(
         "", description="Comma-separated numeric Telegram user ids of the bot's administrators."
     )

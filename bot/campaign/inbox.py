@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, delete, select, update
+from sqlmodel import and_, col, delete, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign.flood import user_of
@@ -72,11 +72,23 @@ async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -
 
 
 async def purge(session: AsyncSession, *, older_than: dt.timedelta = KEEP_PROCESSED) -> int:
-    """Delete processed updates older than ``older_than`` (commits); returns how many."""
+    """Delete updates past their retention (commits); returns how many.
+
+    Processed updates go ``older_than`` after they were processed, parked ones (failed
+    ``MAX_ATTEMPTS`` times) ``older_than`` after they arrived; unprocessed ones stay.
+    """
+    cutoff = utcnow() - older_than
+    processed = col(InboxUpdate.processed_at)
     result = await session.exec(
         delete(InboxUpdate).where(
-            col(InboxUpdate.processed_at).is_not(None),
-            col(InboxUpdate.processed_at) < utcnow() - older_than,
+            or_(
+                and_(processed.is_not(None), processed < cutoff),
+                and_(
+                    processed.is_(None),
+                    col(InboxUpdate.attempts) >= MAX_ATTEMPTS,
+                    col(InboxUpdate.received_at) < cutoff,
+                ),
+            )
         )
     )
     await session.commit()

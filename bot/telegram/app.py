@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import signal
@@ -33,11 +34,12 @@ from bot.campaign import jobrecords, leaderboard
 from bot.campaign.crowd import Crowd
 from bot.campaign.editor import EditorAnswer
 from bot.campaign.flood import FloodGate
+from bot.campaign.health import Phase, Readiness
 from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
 from bot.campaign.synthesis import SynthesisOptions
 from bot.jobs.proposals import ProposerSpec
-from bot.telegram import coordinator, review, texts, uploads, volunteer
+from bot.telegram import coordinator, probes, review, texts, uploads, volunteer
 from bot.telegram.context import BotApplication, BotContext, BotServices
 from bot.telegram.intake import ALLOWED_UPDATES, Intake
 from bot.telegram.transport import AiohttpRequest
@@ -78,6 +80,7 @@ class BotOptions:
     digest_seconds: float = 3600.0
     flood_rate: float = 3.0
     flood_burst: float = 8.0
+    keep_updates_hours: float = 24.0  # retention of processed raw updates in the inbox
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @property
@@ -233,13 +236,14 @@ async def run_bot(
     stop: asyncio.Event | None = None,
     editor: EditorHook | None = None,
     editor_server: Server | None = None,
+    readiness: Readiness | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``): polling, or the given webhook server.
 
     In webhook mode the server starts first, then the webhook is registered with Telegram at
     ``webhook_url`` with ``webhook_secret``. ``editor`` (the Mini App) hears nothing until the
     bot runs; ``editor_server`` is its own server (polling mode; the webhook server hosts it
-    otherwise).
+    otherwise). ``readiness`` gets the bot's probes and hears when it runs and stops.
     """
     app = build_application(options, services)
     if editor is not None:
@@ -249,6 +253,7 @@ async def run_bot(
         services.sessionmaker,
         gate=FloodGate(options.flood_rate, options.flood_burst),
         poll_timeout=options.poll_timeout,
+        keep_processed=dt.timedelta(hours=options.keep_updates_hours),
     )
     stopping = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -263,15 +268,15 @@ async def run_bot(
         await app.start()
         await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])
         workers = [
-            asyncio.create_task(intake.process()),
-            asyncio.create_task(intake.mark_loop()),
-            asyncio.create_task(_digest_loop(app, stopping, options.digest_seconds)),
+            asyncio.create_task(intake.process(), name="process"),
+            asyncio.create_task(intake.mark_loop(), name="marks"),
+            asyncio.create_task(_digest_loop(app, stopping, options.digest_seconds), name="digest"),
         ]
         if editor_server is not None:
             await editor_server.start()
         if webhook is None:
             await app.bot.delete_webhook()
-            workers.append(asyncio.create_task(intake.poll()))
+            workers.append(asyncio.create_task(intake.poll(), name="poll"))
         else:
             await webhook.start(intake)
             if webhook_url is None:
@@ -279,8 +284,13 @@ async def run_bot(
             await app.bot.set_webhook(
                 webhook_url, secret_token=webhook_secret, allowed_updates=ALLOWED_UPDATES
             )
+        if readiness is not None:
+            probes.register(readiness, app, intake, workers)
+            readiness.phase = Phase.RUNNING
         logger.info("bot running (%s)", "webhook" if webhook else "long polling")
         await stopping.wait()
+        if readiness is not None:
+            readiness.phase = Phase.STOPPING
         intake.stopping.set()
         intake.wake.set()
         for task in workers:

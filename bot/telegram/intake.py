@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import logging
+import time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -51,11 +53,14 @@ class Intake:
         gate: FloodGate | None = None,
         poll_timeout: int = 10,
         concurrency: int = 32,
+        keep_processed: dt.timedelta = inbox.KEEP_PROCESSED,
     ) -> None:
         self.app = app
         self.sessionmaker = sessionmaker
         self.gate = gate or FloodGate()
         self.poll_timeout = poll_timeout
+        self.keep_processed = keep_processed
+        self._contact: float | None = None  # time.monotonic() Telegram was last heard from
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -69,8 +74,17 @@ class Intake:
 
     # -- intake ---------------------------------------------------------------------------------
 
+    def touch(self) -> None:
+        """Record that Telegram was reached just now (a getUpdates answer, a webhook POST)."""
+        self._contact = time.monotonic()
+
+    def contact_age(self) -> float | None:
+        """Seconds since Telegram was last reached; None if never."""
+        return None if self._contact is None else time.monotonic() - self._contact
+
     async def admit(self, payloads: list[dict[str, Any]]) -> int:
         """Flood-check and store a batch (polling or webhook); returns how many were stored."""
+        self.touch()
         kept = []
         for payload in payloads:
             user = user_of(payload)
@@ -110,6 +124,7 @@ class Intake:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
+            self.touch()
             if not updates:
                 delay = 0.5
                 continue
@@ -182,7 +197,7 @@ class Intake:
             update = Update.de_json(payload, self.app.bot)
             await self.app.process_update(update)
         except Exception as exc:  # a handler that escaped the error handler: retried later
-            logger.exception("update %s failed", update_id)
+            logger.exception("update %s failed", update_id, extra={"update_id": update_id})
             error = repr(exc)
         retry: set[int] = self.app.bot_data.get(RETRY_KEY, set())
         if update_id in retry:  # the error handler met a failure that passes: run it again
@@ -220,24 +235,35 @@ class Intake:
                 raise
 
     async def mark_loop(self) -> None:
-        """Flush done-marks every ``MARK_SECONDS`` until stopped (and once more at the end)."""
+        """Flush done-marks every ``MARK_SECONDS`` until stopped (and once more at the end).
+
+        Every ``PURGE_ROUNDS`` rounds, and once at start, updates older than ``keep_processed``
+        are purged (``MEDCROWD_RETENTION_UPDATES_HOURS``).
+        """
         rounds = 0
         try:
             while not self.stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=MARK_SECONDS)
                 try:
+                    if rounds % PURGE_ROUNDS == 0:  # at start, then about every 10 minutes
+                        await self.purge()
                     await self.flush_marks()
                     rounds += 1
-                    if rounds % PURGE_ROUNDS == 0:  # processed updates are deleted after a day
-                        async with self.sessionmaker() as session:
-                            await inbox.purge(session)
                 except Exception as error:  # the database is down: the marks wait
                     logger.warning("recording processed updates failed (%r)", error)
                     await asyncio.sleep(1.0)
         finally:
             with contextlib.suppress(Exception):  # finish() tries again and says so
                 await self.flush_marks()
+
+    async def purge(self) -> int:
+        """Delete stored updates past their retention; returns how many."""
+        async with self.sessionmaker() as session:
+            purged = await inbox.purge(session, older_than=self.keep_processed)
+        if purged:
+            logger.info("purged %d processed updates older than %s", purged, self.keep_processed)
+        return purged
 
     async def finish(self) -> None:
         """Wait for the updates in flight, then record them done."""

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from bot.campaign.health import Readiness
+from bot.web import health
 from bot.web.miniapp import MiniApp
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ class Admits(Protocol):
 
 
 class WebhookServer:
-    """An aiohttp server: ``POST <path>``, ``GET /healthz``, and the Mini App when given one."""
+    """An aiohttp server: ``POST <path>``, ``/healthz`` and ``/readyz``, the Mini App if given."""
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class WebhookServer:
         max_bytes: int = 1 << 20,
         register: Callable[[], Awaitable[Any]] | None = None,
         miniapp: MiniApp | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         if not SECRET.fullmatch(secret):
             raise ValueError("webhook secret must be 1-256 characters of A-Z a-z 0-9 _ -")
@@ -54,6 +57,7 @@ class WebhookServer:
         self.max_bytes = max_bytes
         self.register = register
         self.miniapp = miniapp
+        self.readiness = readiness
         self._intake: Admits | None = None
         self._runner: web.AppRunner | None = None
 
@@ -61,7 +65,7 @@ class WebhookServer:
         """The aiohttp application (also handy in tests)."""
         app = web.Application(client_max_size=self.max_bytes)
         app.router.add_post(self.path, self._update)
-        app.router.add_get("/healthz", self._health)
+        health.mount(app, self.readiness)
         if self.miniapp is not None:
             self.miniapp.mount(app)  # its API caps its own bodies, below max_bytes
         return app
@@ -86,9 +90,6 @@ class WebhookServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def _health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
 
     async def _update(self, request: web.Request) -> web.Response:
         given = request.headers.get(HEADER, "").encode()
