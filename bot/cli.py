@@ -44,6 +44,7 @@ from bot.settings import Settings
 from bot.sim import demo, enhancement
 from bot.sim.phantom import STYLES, write_phantoms
 from bot.telegram.app import BotOptions, bot_services, run_bot
+from bot.telegram.workers import WorkerProcesses, parse_partition
 from bot.web.health import HealthServer
 from bot.web.miniapp import MiniApp, MiniAppServer, origin_of
 from bot.web.webhook import WebhookServer
@@ -173,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     sy.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
-    sub.add_parser(
+    rn = sub.add_parser(
         "run",
         help="run the Telegram bot (long polling, or a webhook when MEDCROWD_WEBHOOK_URL is set)",
         description=(
@@ -181,6 +182,13 @@ def _parser() -> argparse.ArgumentParser:
             "at a local Bot API emulator or server. Applies pending migrations first."
         ),
     )
+    rn.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="bot processes sharing the volunteers (PostgreSQL only; default 1)",
+    )
+    rn.add_argument("--partition", help=argparse.SUPPRESS)  # k/n: a worker the front started
 
     bk = sub.add_parser(
         "backup",
@@ -385,7 +393,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     if args.command == "run":
-        asyncio.run(_run(settings))
+        if args.processes < 1:
+            raise ValueError("--processes must be at least 1")
+        partition = parse_partition(args.partition) if args.partition else (0, args.processes)
+        asyncio.run(_run(settings, partition))
         return 0
     if args.command in ("backup", "restore"):
         saved = asyncio.run(_backup_or_restore(args, settings))
@@ -502,13 +513,23 @@ async def _synthesize(args: argparse.Namespace, settings: Settings) -> Synthesis
         await services.close()
 
 
-async def _run(settings: Settings) -> None:
+async def _run(settings: Settings, partition: tuple[int, int] = (0, 1)) -> None:
     if settings.bot_token is None:
         raise ValueError("set MEDCROWD_BOT_TOKEN to the token @BotFather gave you")
-    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    token = settings.bot_token.get_secret_value()
+    url = settings.resolved_database_url
+    shared = partition[1] > 1
+    if shared and not url.startswith("postgresql"):
+        raise ValueError("several bot processes need PostgreSQL (MEDCROWD_DATABASE_URL)")
+    if partition[0] > 0:  # a worker the front process started: no servers of its own
+        settings = settings.model_copy(
+            update={"webhook_url": None, "webapp_url": None, "health_listen": None}
+        )
+    else:
+        await asyncio.to_thread(migrate.upgrade, url)
     services = Services.from_settings(settings)
     options = BotOptions(
-        token=settings.bot_token.get_secret_value(),
+        token=token,
         base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_file_url,
         rate_limit=settings.telegram_rate_limit,
@@ -561,6 +582,20 @@ async def _run(settings: Settings) -> None:
         host, _, port = settings.health_listen.rpartition(":")
         health_server = HealthServer(readiness, host=host or "127.0.0.1", port=int(port))
         await health_server.start()
+    others = None
+    stopping = asyncio.Event()
+    supervisor = None
+    if shared and partition[0] == 0:
+        others = WorkerProcesses(
+            partition[1],
+            {
+                "MEDCROWD_DATA_DIR": str(settings.data_dir),
+                "MEDCROWD_DATABASE_URL": url,
+                "MEDCROWD_LOG_LEVEL": settings.log_level,
+            },
+        )
+        others.start()
+        supervisor = asyncio.create_task(others.supervise(stopping))
     try:
         await run_bot(
             options,
@@ -571,8 +606,16 @@ async def _run(settings: Settings) -> None:
             editor=miniapp,
             editor_server=editor_server,
             readiness=readiness,
+            stop=stopping,
+            partition=partition,
+            listen_url=url if shared else None,
         )
     finally:
+        stopping.set()
+        if supervisor is not None:
+            await supervisor
+        if others is not None:
+            await others.stop()
         if health_server is not None:
             await health_server.stop()
         await services.close()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays, cache, scoring
@@ -104,6 +104,17 @@ async def _existing(session: AsyncSession, task_id: int, volunteer_id: int) -> A
     return result.first()
 
 
+async def _answers_counted(session: AsyncSession, task_id: int) -> int:
+    """Answers a crop holds that count (banned volunteers' do not)."""
+    result = await session.exec(
+        select(func.count())
+        .select_from(Answer)
+        .join(Volunteer, col(Volunteer.id) == Answer.volunteer_id)
+        .where(Answer.task_id == task_id, col(Volunteer.banned).is_(False))
+    )
+    return int(result.one())
+
+
 async def submit(
     session: AsyncSession,
     *,
@@ -129,13 +140,30 @@ async def submit(
         raise StaleTask("that button belongs to someone else's crop")
     if volunteer.banned:
         raise StaleTask("your account is paused by the coordinators")
-    task = await session.get_one(Task, assignment.task_id)
+    if session.get_bind().dialect.name == "postgresql":
+        # Answers to one crop queue here, so two at once cannot both take its last place.
+        # (SQLite's BEGIN IMMEDIATE already serialises every writer.)
+        locked = select(Task).where(Task.id == assignment.task_id).with_for_update()
+        task = (await session.exec(locked.execution_options(populate_existing=True))).one()
+    else:
+        task = await session.get_one(Task, assignment.task_id)
     assert task.id is not None
     existing = await _existing(session, task.id, volunteer.id)
     if existing is not None:
         return Submitted(existing, duplicate=True)
     if task.status != TaskStatus.OPEN:
         raise StaleTask("that crop is already finished: here is a fresh one")
+    campaign = await cache.campaign(session, task.campaign_id)
+    if (
+        task.kind == TaskKind.REAL
+        and await _answers_counted(session, task.id) >= campaign.max_answers
+    ):
+        # A lease that outlived its time, or two leases of the last place: the crop is full.
+        # The lease ends, so the volunteer is served another crop.
+        assignment.closed_at = now
+        session.add(assignment)
+        await session.commit()
+        raise StaleTask("that crop has all the answers it needs: here is a fresh one")
     proposal_row = await proposal_of(session, task_id=task.id)
     if proposal_row is None:
         raise StaleTask("that crop has no proposal yet")
@@ -169,7 +197,6 @@ async def submit(
         assert existing is not None
         return Submitted(existing, duplicate=True)
     assert answer.id is not None
-    campaign = await cache.campaign(session, task.campaign_id)
 
     gold = None
     gold_dice = None

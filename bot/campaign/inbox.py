@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import and_, col, delete, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +24,7 @@ from bot.db.types import utcnow
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+CHANNEL = "medcrowd_inbox"  # PostgreSQL NOTIFY channel: new updates are stored
 KEEP_PROCESSED = dt.timedelta(days=1)
 # What an update may keep of a person or chat: ids and kinds, never names or handles.
 _KEEP = {"id", "is_bot", "type"}
@@ -58,7 +60,13 @@ async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -
         insert(InboxUpdate)
         .values(
             [
-                {"update_id": i, "payload": scrub(p), "received_at": now, "attempts": 0}
+                {
+                    "update_id": i,
+                    "user_id": user_of(p),
+                    "payload": scrub(p),
+                    "received_at": now,
+                    "attempts": 0,
+                }
                 for i, p in rows.items()
             ]
         )
@@ -67,6 +75,8 @@ async def store_updates(session: AsyncSession, payloads: list[dict[str, Any]]) -
     )
     result = await session.exec(statement)
     new = sorted(int(i) for i in result.scalars().all())
+    if new and dialect == "postgresql":  # wakes the other bot processes (delivered on commit)
+        await session.exec(select(func.pg_notify(CHANNEL, "")))
     await session.commit()
     return new
 
@@ -104,15 +114,27 @@ async def forget_user(session: AsyncSession, *, user_id: int) -> None:
             await session.delete(row)
 
 
-async def pending(session: AsyncSession, *, limit: int = 100) -> list[InboxUpdate]:
-    """Stored updates not processed yet, oldest first (parked ones excluded)."""
-    result = await session.exec(
-        select(InboxUpdate)
-        .where(col(InboxUpdate.processed_at).is_(None), InboxUpdate.attempts < MAX_ATTEMPTS)
-        .order_by(col(InboxUpdate.update_id))
-        .limit(limit)
+async def pending(
+    session: AsyncSession, *, limit: int = 100, partition: tuple[int, int] = (0, 1)
+) -> list[InboxUpdate]:
+    """Stored updates not processed yet, oldest first (parked ones excluded).
+
+    ``partition`` ``(k, n)``: only those of senders whose id is ``k`` modulo ``n`` (updates
+    without a sender go to partition 0), for ``n`` bot processes sharing one database.
+    """
+    k, n = partition
+    statement = select(InboxUpdate).where(
+        col(InboxUpdate.processed_at).is_(None), InboxUpdate.attempts < MAX_ATTEMPTS
     )
+    if n > 1:
+        statement = statement.where(func.coalesce(col(InboxUpdate.user_id), 0) % n == k)
+    result = await session.exec(statement.order_by(col(InboxUpdate.update_id)).limit(limit))
     return list(result.all())
+
+
+def owner(user_id: int | None, processes: int) -> int:
+    """The partition (bot process) that handles a sender's updates."""
+    return (user_id or 0) % processes
 
 
 async def mark_done(session: AsyncSession, *, update_ids: list[int]) -> None:

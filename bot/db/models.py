@@ -337,6 +337,9 @@ class InboxUpdate(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     update_id: int = Field(sa_type=sa.BigInteger, unique=True)
+    user_id: int | None = Field(
+        default=None, sa_type=sa.BigInteger, index=True, description="the sender (partitions)"
+    )
     payload: dict[str, Any] = Field(sa_type=sa.JSON)
     received_at: dt.datetime = _ts()
     processed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)

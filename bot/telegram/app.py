@@ -30,7 +30,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.campaign import jobrecords, leaderboard
+from bot.campaign import inbox, jobrecords, leaderboard
 from bot.campaign.crowd import Crowd
 from bot.campaign.editor import EditorAnswer
 from bot.campaign.flood import FloodGate
@@ -38,6 +38,7 @@ from bot.campaign.health import Phase, Readiness
 from bot.campaign.refine import Refiner
 from bot.campaign.services import Services
 from bot.campaign.synthesis import SynthesisOptions
+from bot.db import notify
 from bot.jobs.proposals import ProposerSpec
 from bot.telegram import coordinator, probes, review, texts, uploads, volunteer
 from bot.telegram.context import BotApplication, BotContext, BotServices
@@ -237,6 +238,8 @@ async def run_bot(
     editor: EditorHook | None = None,
     editor_server: Server | None = None,
     readiness: Readiness | None = None,
+    partition: tuple[int, int] = (0, 1),
+    listen_url: str | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``): polling, or the given webhook server.
 
@@ -244,6 +247,11 @@ async def run_bot(
     ``webhook_url`` with ``webhook_secret``. ``editor`` (the Mini App) hears nothing until the
     bot runs; ``editor_server`` is its own server (polling mode; the webhook server hosts it
     otherwise). ``readiness`` gets the bot's probes and hears when it runs and stops.
+
+    With ``partition`` ``(k, n)``, ``n`` processes share one PostgreSQL database: each handles
+    the volunteers whose Telegram id is ``k`` modulo ``n``. Process 0 also receives the updates
+    (polling or webhook), sends digests and serves the Mini App; the others only process what
+    it stored, woken by PostgreSQL NOTIFY on ``listen_url``.
     """
     app = build_application(options, services)
     if editor is not None:
@@ -254,27 +262,43 @@ async def run_bot(
         gate=FloodGate(options.flood_rate, options.flood_burst),
         poll_timeout=options.poll_timeout,
         keep_processed=dt.timedelta(hours=options.keep_updates_hours),
+        partition=partition,
     )
+    front = partition[0] == 0
+    services.crowd.shared = partition[1] > 1  # fusion sees every process's answers
     stopping = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
-    async with services.sessionmaker() as session:
-        # One bot process runs the jobs it starts: any still "running" died with an earlier one.
-        await jobrecords.fail_interrupted(session)
-        await session.commit()
+    if front:
+        async with services.sessionmaker() as session:
+            # The front process runs the jobs the bot starts: any still "running" died with an
+            # earlier one.
+            await jobrecords.fail_interrupted(session)
+            await session.commit()
     async with app:
         await app.start()
-        await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])
         workers = [
             asyncio.create_task(intake.process(), name="process"),
             asyncio.create_task(intake.mark_loop(), name="marks"),
-            asyncio.create_task(_digest_loop(app, stopping, options.digest_seconds), name="digest"),
         ]
-        if editor_server is not None:
-            await editor_server.start()
-        if webhook is None:
+        if listen_url is not None:
+            workers.append(
+                asyncio.create_task(
+                    notify.listen(listen_url, inbox.CHANNEL, intake.wake.set, intake.stopping),
+                    name="listen",
+                )
+            )
+        if front:  # worker processes receive nothing from Telegram, send no digests
+            await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])
+            digest = _digest_loop(app, stopping, options.digest_seconds)
+            workers.append(asyncio.create_task(digest, name="digest"))
+            if editor_server is not None:
+                await editor_server.start()
+        if not front:
+            mode = f"worker {partition[0]} of {partition[1]}"
+        elif webhook is None:
             await app.bot.delete_webhook()
             workers.append(asyncio.create_task(intake.poll(), name="poll"))
         else:
@@ -287,7 +311,9 @@ async def run_bot(
         if readiness is not None:
             probes.register(readiness, app, intake, workers)
             readiness.phase = Phase.RUNNING
-        logger.info("bot running (%s)", "webhook" if webhook else "long polling")
+        if front:
+            mode = "webhook" if webhook else "long polling"
+        logger.info("bot running (%s)", mode)
         await stopping.wait()
         if readiness is not None:
             readiness.phase = Phase.STOPPING

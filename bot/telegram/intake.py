@@ -54,8 +54,11 @@ class Intake:
         poll_timeout: int = 10,
         concurrency: int = 32,
         keep_processed: dt.timedelta = inbox.KEEP_PROCESSED,
+        partition: tuple[int, int] = (0, 1),
     ) -> None:
         self.app = app
+        # (k, n): this process handles the senders whose id is k modulo n (n bot processes).
+        self.partition = partition
         self.sessionmaker = sessionmaker
         self.gate = gate or FloodGate()
         self.poll_timeout = poll_timeout
@@ -95,7 +98,14 @@ class Intake:
         async with self.sessionmaker() as session:
             stored = await inbox.store_updates(session, kept)  # raises while the database is down
         new = set(stored)
-        self.dispatch([(int(p["update_id"]), p) for p in kept if int(p["update_id"]) in new])
+        k, n = self.partition
+        self.dispatch(
+            [
+                (int(p["update_id"]), p)
+                for p in kept
+                if int(p["update_id"]) in new and inbox.owner(user_of(p), n) == k
+            ]
+        )  # the other processes' senders: they hear of them by NOTIFY, or sweep
         return len(stored)
 
     async def _slow_down(self, payload: dict[str, Any]) -> None:
@@ -163,7 +173,7 @@ class Intake:
         what a crash left behind and updates whose handlers failed.
         """
         async with self.sessionmaker() as session:
-            rows = await inbox.pending(session, limit=500)
+            rows = await inbox.pending(session, limit=500, partition=self.partition)
         return self.dispatch([(row.update_id, row.payload) for row in rows])
 
     def dispatch(self, updates: list[tuple[int, dict[str, Any]]]) -> int:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import numpy as np
 import pytest
 from sqlalchemy.engine import make_url
@@ -29,6 +26,7 @@ from bot.sim.volunteers import VirtualVolunteer, profile
 from bot.store.files import FileStore, Kind
 from bot.telegram import texts
 from tests.helpers.bot import World, copied_settings, prepare, running_bot
+from tests.helpers.pg import scratch_database
 from tests.helpers.proxy import CuttableProxy
 
 
@@ -157,20 +155,8 @@ async def test_telegram_failures_lose_no_press(
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
-    """A fresh, migrated-by-the-test PostgreSQL database, dropped afterwards."""
-    base = os.environ.get("MEDCROWD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("MEDCROWD_TEST_POSTGRES_URL is not set (CI always sets it)")
-    url = make_url(base)
-    name = f"medcrowd_fault_{uuid.uuid4().hex[:8]}"
-    dsn = f"postgresql://{url.username}@{url.host}:{url.port or 5432}/{url.database}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database("medcrowd_fault") as url:
+        yield url
 
 
 @pytest.mark.postgres

@@ -1,0 +1,69 @@
+"""Two bot processes' fusion models on one PostgreSQL database see every answer (shared)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign import routing
+from bot.campaign import volunteers as people
+from bot.campaign.answers import submit
+from bot.campaign.crowd import Crowd
+from bot.campaign.proposals import run_proposals
+from bot.db.models import Campaign, Task, TaskKind, Verdict
+from bot.jobs.proposals import LocalRunner, ProposerSpec
+from bot.store.files import FileStore
+from tests.helpers.campaigns import phantom_campaign
+
+NOON = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
+
+
+async def test_each_process_folds_in_the_others_answers(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, tmp_path: Path
+) -> None:
+    async with sessionmaker() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            pytest.skip("several bot processes share PostgreSQL only")
+    campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=4)
+    await run_proposals(sessionmaker, store, campaign, ProposerSpec(), LocalRunner(workers=0))
+    async with sessionmaker() as session:
+        row = await session.get_one(Campaign, campaign.id)
+        row.min_answers, row.max_answers, row.tutorial_tasks, row.gold_rate = 3, 3, 0, 0.0
+        session.add(row)
+        await session.commit()
+    first, second = Crowd(store, shared=True), Crowd(store, shared=True)
+    decisions = []
+    task_id = None
+    async with sessionmaker() as session:
+        for i, crowd in enumerate([first, second, first]):
+            volunteer = await people.volunteer_for(session, telegram_user_id=900 + i)
+            await people.give_consent(session, volunteer=volunteer)
+            await session.commit()
+            lease = await routing.next_assignment(
+                session, volunteer=volunteer, rng=np.random.default_rng(0), now=NOON
+            )
+            if task_id is None:
+                task_id = lease.task_id
+            assert lease.task_id == task_id  # the same crop for all three
+            await session.commit()
+            done = await submit(
+                session,
+                crowd=crowd,
+                store=store,
+                volunteer=volunteer,
+                assignment=lease,
+                verdict=Verdict.ACCEPT,
+                now=NOON + dt.timedelta(seconds=5),
+            )
+            decisions.append(done.decision)
+        task = await session.get_one(Task, task_id)
+    assert task.kind == TaskKind.REAL
+    assert campaign.id is not None
+    assert first.models[campaign.id].result(task.id or 0).answers == 3  # one came from `second`
+    assert decisions[-1] != "continue"  # the third answer finished the crop
+    assert decisions[:2] == ["continue", "continue"]
