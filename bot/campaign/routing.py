@@ -6,7 +6,8 @@ tutorial (gold crops with instant feedback); after that gold is mixed in at a ra
 high and decays toward the campaign's ``gold_rate`` as their gold record grows. Real crops are
 ranked by priority (fusion's uncertainty about the crop and how close it is to retiring), with
 hard crops steered to volunteers whose gold record is strong and easy ones to newcomers. A crop is
-never leased to more volunteers than the answers it can still take.
+never leased to more volunteers than its next decision needs (``min_answers`` at first, then one
+at a time, never past ``max_answers``), so a crop that retires wastes no one's work.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, case, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -155,23 +156,37 @@ async def _real_task(
         .where(Answer.task_id == Task.id, col(Volunteer.banned).is_(False))
         .scalar_subquery()
     )
+    room = (
+        Task.campaign_id == campaign.id,
+        Task.kind == TaskKind.REAL,
+        Task.status == TaskStatus.OPEN,
+        _not_answered_by(volunteer_id),
+        leased + answered < campaign.max_answers,
+        # No more volunteers at once than the crop's next decision needs: min_answers at
+        # first, then one at a time. A crop that retires leaves no one's work wasted.
+        leased + answered
+        < case((answered < campaign.min_answers, campaign.min_answers), else_=answered + 1),
+    )
     result = await session.exec(
         select(Task)
-        .where(
-            Task.campaign_id == campaign.id,
-            Task.kind == TaskKind.REAL,
-            Task.status == TaskStatus.OPEN,
-            _not_answered_by(volunteer_id),
-            leased + answered < campaign.max_answers,
-        )
+        .where(*room)
         .order_by(col(Task.priority).desc(), col(Task.id))
         .limit(CANDIDATES)
     )
     tasks = list(result.all())
-    if not tasks:
-        return None
     # Priority first; among close calls, a crop whose difficulty suits the volunteer's skill.
-    return max(tasks, key=lambda t: t.priority - 0.5 * abs(t.priority - skill))
+    tasks.sort(key=lambda t: t.priority - 0.5 * abs(t.priority - skill), reverse=True)
+    if session.get_bind().dialect.name != "postgresql":
+        return tasks[0] if tasks else None  # SQLite: BEGIN IMMEDIATE serialises leasing
+    # PostgreSQL: two volunteers leased at once must not both take a crop's last place. Lock
+    # the chosen crop (skipping one another lease holds) and check its room again.
+    for task in tasks:
+        locked = await session.exec(
+            select(Task.id).where(Task.id == task.id, *room).with_for_update(skip_locked=True)
+        )
+        if locked.first() is not None:
+            return task
+    return None
 
 
 async def _check_pace(

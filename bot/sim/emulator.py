@@ -274,6 +274,11 @@ class BotApiEmulator:
         return list(self.feed.delivered_ids)
 
     @property
+    def delivered_updates(self) -> list[Json]:
+        """Copies of the updates handed to the bot at least once, in delivery order."""
+        return [copy.deepcopy(self.feed.delivered[i]) for i in self.feed.delivered_ids]
+
+    @property
     def webhook_failures(self) -> int:
         """Webhook POSTs that got a non-2xx answer or no answer."""
         return self.feed.webhook_failures

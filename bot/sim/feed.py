@@ -48,6 +48,7 @@ class UpdateFeed:
     def __init__(self) -> None:
         self.pending: list[Json] = []
         self.delivered_ids: list[int] = []
+        self.delivered: dict[int, Json] = {}  # update id -> the update, as delivered
         self.webhook: Webhook | None = None
         self.webhook_failures = 0
         self._delivered: set[int] = set()
@@ -102,6 +103,7 @@ class UpdateFeed:
             if update["update_id"] not in self._delivered:
                 self._delivered.add(update["update_id"])
                 self.delivered_ids.append(update["update_id"])
+                self.delivered[update["update_id"]] = update
 
     async def drop_pending(self) -> None:
         """Forget every pending update (``drop_pending_updates=True``)."""
