@@ -67,6 +67,7 @@ STORED_ALREADY = "Already saved 👍"
 SLOW_DOWN = "Slow down a little 🙂"
 NO_WORK = "🎉 {reason}"
 STALE = "⏭ {reason}"
+UNKNOWN_BUTTON = "This button is not one of mine (or it is out of date)."
 GOLD_FEEDBACK = (
     "{emoji} Your score on this practice crop: {score:.0%}.\n"
     "Green = agreed, blue = missed, pink = extra."
