@@ -89,7 +89,7 @@ def grid_boxes(width: int, height: int, rows: int, cols: int) -> list[Box]:
 def _as_box(values: Any, where: str) -> Box:
     try:
         numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float64
         raise InvalidInput(f"{where}: a box must be four numbers x0,y0,x1,y1") from None
     if len(numbers) != 4:
         raise InvalidInput(f"{where}: a box must be four numbers x0,y0,x1,y1, got {len(numbers)}")
@@ -123,6 +123,8 @@ def parse_boxes(data: bytes, filename: str) -> BoxTable:
         raise InvalidInput(
             f"{filename}: not valid JSON ({error.msg}, line {error.lineno})"
         ) from None
+    except RecursionError:  # "[[[[...": nested past the interpreter's stack
+        raise InvalidInput(f"{filename}: not valid JSON (nested too deeply)") from None
     if isinstance(parsed, dict):
         for key, boxes in parsed.items():
             if not isinstance(boxes, list):
@@ -142,4 +144,10 @@ def parse_boxes(data: bytes, filename: str) -> BoxTable:
 def _key(image: str, slice_index: Any) -> str:
     if slice_index in (None, ""):
         return image
-    return f"{image}#{int(slice_index)}"
+    try:
+        index = int(slice_index)
+    except (TypeError, ValueError, OverflowError):  # "abc", [1], 1e999 (inf), NaN
+        raise InvalidInput(
+            f"{image}: slice must be a whole number, got {str(slice_index)[:40]!r}"
+        ) from None
+    return f"{image}#{index}"
