@@ -21,6 +21,9 @@ from bot.telegram.context import BotContext, sender
 from bot.telegram.parsing import parse_id
 
 USE_PREFIX = "cu:"
+PAUSE_USAGE = (
+    "usage: /pause or /resume (the working campaign), /pause me or /resume me (your reminders)"
+)
 ROLES = frozenset(r.value for r in Role)
 STATUSES = {
     "pause": CampaignStatus.PAUSED,
@@ -210,12 +213,18 @@ async def on_rules(update: Update, context: BotContext) -> None:
 
 
 async def pauses_campaign(update: Update, context: BotContext) -> bool:
-    """Whether /pause or /resume is about the working campaign: a coordinator's, without "me"."""
+    """Whether /pause or /resume is a coordinator's: bare for the working campaign, "me" not.
+
+    Anything else after it gets the usage (and changes nothing): a typo must not pause a campaign.
+    """
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
     actor, admins = await _actor(context, update)
     if coordination.role_of(actor, admins) not in coordination.PRIVILEGED or words[1:] == ["me"]:
         return False
+    if words[1:]:
+        await _reply(update, context, PAUSE_USAGE)
+        return True
     await _set_status(update, context, words[0].lstrip("/").partition("@")[0])
     return True
 
@@ -224,8 +233,8 @@ async def on_campaign(update: Update, context: BotContext) -> None:
     """/campaign pause|resume|close and /close: the working campaign's status."""
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
-    if words[0].startswith("/close"):
-        words = ["/campaign", "close"]
+    if words[0].startswith("/close"):  # takes nothing: "/close x" is a typo, not a close
+        words = ["/campaign", "close", *words[1:]]
     if len(words) != 2 or words[1] not in STATUSES:
         await _reply(update, context, "usage: /campaign pause|resume|close")
         return
