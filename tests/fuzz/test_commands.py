@@ -52,7 +52,7 @@ RULE_NAMES = ["min_answers", "max_answers", "gold_rate", "retire_confidence", "t
 numeric = st.one_of(
     st.integers(-(10**25), 10**25).map(str),
     st.integers(2**63 - 3, 2**63 + 3).map(str),
-    st.sampled_from(["²", "٣", "１２", "0", "00", "-0", "1e3", "0x10", "1.5", "9" * 30]),
+    st.sampled_from(["²", "٣", "\uff11\uff12", "0", "00", "-0", "1e3", "0x10", "1.5", "9" * 30]),
 )
 word = st.one_of(
     numeric,
