@@ -109,13 +109,17 @@ def parse_boxes(data: bytes, filename: str) -> BoxTable:
     except UnicodeDecodeError:
         raise InvalidInput(f"{filename}: boxes file is not UTF-8 text") from None
     if filename.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        missing = {"image", "x0", "y0", "x1", "y1"} - set(reader.fieldnames or [])
-        if missing:
-            raise InvalidInput(f"{filename}: CSV lacks columns {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
-            key = _key(row["image"], row.get("slice"))
-            table[key].append(_as_box([row[c] for c in ("x0", "y0", "x1", "y1")], f"line {line}"))
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # the csv module's newlines
+        try:
+            missing = {"image", "x0", "y0", "x1", "y1"} - set(reader.fieldnames or [])
+            if missing:
+                raise InvalidInput(f"{filename}: CSV lacks columns {sorted(missing)}")
+            for line, row in enumerate(reader, start=2):
+                key = _key(row["image"], row.get("slice"))
+                box = [row[c] for c in ("x0", "y0", "x1", "y1")]
+                table[key].append(_as_box(box, f"line {line}"))
+        except csv.Error as error:  # a stray carriage return, a field past csv's size limit
+            raise InvalidInput(f"{filename}: not readable as CSV ({error})") from None
         return dict(table)
     try:
         parsed = json.loads(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +23,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.campaign.boxes import parse_boxes
 from bot.campaign.decode import Decoded, Rejected, decode_image, decode_mask
+from bot.campaign.errors import InvalidInput
 from bot.campaign.projects import ensure_campaign
 from bot.campaign.sources import ArchiveLimits, Source, SourceRejection, count_inputs, iter_sources
 from bot.campaign.upload import ingest_upload
@@ -188,6 +191,44 @@ def test_decoders_return_pixels_or_a_reason(upload: tuple[str, bytes]) -> None:
     else:
         assert all(m.dtype == np.bool_ and m.ndim == 2 for m in masks)
     assert all(reasons)  # a refusal always says why
+
+
+box_cells = st.one_of(
+    st.integers(-(10**400), 10**400).map(str),
+    st.floats().map(str),
+    st.sampled_from(["1e999", "nan", "", '"', "\r", "1,2", "²"]),
+    st.text(max_size=8),
+)
+box_files = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.lists(box_cells, max_size=7), max_size=5)
+    .map(
+        lambda rows: "\r\n".join(
+            ",".join(r) for r in [["image", "x0", "y0", "x1", "y1", "slice"], *rows]
+        )
+    )
+    .map(str.encode),
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=20,
+    ).map(lambda v: json.dumps(v).encode()),
+    st.integers(1, 5000).map(lambda n: ("[" * n + "]" * n).encode()),
+)
+
+
+@budget(500)
+@given(box_files, st.sampled_from(["boxes.csv", "boxes.json"]))
+def test_boxes_files_parse_or_refuse_with_a_reason(data: bytes, name: str) -> None:
+    tried("parse_boxes")
+    try:
+        table = parse_boxes(data, name)
+    except InvalidInput as error:
+        reason = str(error)
+    else:
+        reason = "parsed"
+        assert all(len(box) == 4 for boxes in table.values() for box in boxes)
+    assert reason
 
 
 names = st.one_of(
