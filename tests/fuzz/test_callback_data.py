@@ -248,7 +248,6 @@ def _bad_arg(action: Action) -> st.SearchStrategy[str]:
 async def test_forged_foreign_and_replayed_presses_are_refused_and_store_nothing(
     stage: Stage, data: st.DataObject
 ) -> None:
-    tried("callback press (end to end)")
     emulator = stage.world.emulator
     stage.errors.records.clear()  # each example answers for itself (shrinking replays them)
     seen = {u: len(emulator.chat_log(u).events) for u in (VICTIM, INTRUDER)}
@@ -303,6 +302,7 @@ async def test_forged_foreign_and_replayed_presses_are_refused_and_store_nothing
         presser = data.draw(st.sampled_from([stage.victim.user, stage.intruder.user]))
     if kind != "garbage" and payload.split(":")[0] in TOKENLESS:
         return  # a truncation that became a button anyone may press (Next, Not now, ...)
+    tried("callback press (end to end)")
     answer = await _press(emulator, presser, f"fuzz{next(stage.ids)}", payload)
     await _settle(emulator, (VICTIM, INTRUDER))
     assert answer.text, f"{kind} press {payload!r} got no explanation"
