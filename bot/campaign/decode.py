@@ -296,6 +296,8 @@ def load_nifti_array(data: bytes, limits: Limits) -> npt.NDArray[np.float32]:
         ) from None
     if volume.ndim == 2:
         volume = volume[:, :, np.newaxis]
+    if volume.ndim != 3 or 0 in volume.shape:  # a header declaring 0 voxels along an axis
+        raise Rejected(f"NIfTI has shape {shape}; need 2D or 3D with no empty axis")
     return volume
 
 
