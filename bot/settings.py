@@ -6,6 +6,7 @@ values down; tests build their own with keyword overrides.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -128,7 +129,7 @@ class Settings(BaseSettings):
     @classmethod
     def _admin_ids(cls, value: str) -> str:
         for part in filter(None, (p.strip() for p in value.split(","))):
-            if not part.isdigit():
+            if not (part.isascii() and part.isdigit()):  # int() refuses "²", isdigit() not
                 raise ValueError(f"admins: {part!r} is not a numeric Telegram user id")
         return value
 
@@ -151,7 +152,12 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
-        return value.upper()
+        level = value.strip().upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(
+                f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}"
+            )
+        return level
 
     @property
     def resolved_database_url(self) -> str:

@@ -89,7 +89,7 @@ def grid_boxes(width: int, height: int, rows: int, cols: int) -> list[Box]:
 def _as_box(values: Any, where: str) -> Box:
     try:
         numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float64
         raise InvalidInput(f"{where}: a box must be four numbers x0,y0,x1,y1") from None
     if len(numbers) != 4:
         raise InvalidInput(f"{where}: a box must be four numbers x0,y0,x1,y1, got {len(numbers)}")
@@ -109,13 +109,17 @@ def parse_boxes(data: bytes, filename: str) -> BoxTable:
     except UnicodeDecodeError:
         raise InvalidInput(f"{filename}: boxes file is not UTF-8 text") from None
     if filename.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        missing = {"image", "x0", "y0", "x1", "y1"} - set(reader.fieldnames or [])
-        if missing:
-            raise InvalidInput(f"{filename}: CSV lacks columns {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
-            key = _key(row["image"], row.get("slice"))
-            table[key].append(_as_box([row[c] for c in ("x0", "y0", "x1", "y1")], f"line {line}"))
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # the csv module's newlines
+        try:
+            missing = {"image", "x0", "y0", "x1", "y1"} - set(reader.fieldnames or [])
+            if missing:
+                raise InvalidInput(f"{filename}: CSV lacks columns {sorted(missing)}")
+            for line, row in enumerate(reader, start=2):
+                key = _key(row["image"], row.get("slice"))
+                box = [row[c] for c in ("x0", "y0", "x1", "y1")]
+                table[key].append(_as_box(box, f"line {line}"))
+        except csv.Error as error:  # a stray carriage return, a field past csv's size limit
+            raise InvalidInput(f"{filename}: not readable as CSV ({error})") from None
         return dict(table)
     try:
         parsed = json.loads(text)
@@ -123,6 +127,8 @@ def parse_boxes(data: bytes, filename: str) -> BoxTable:
         raise InvalidInput(
             f"{filename}: not valid JSON ({error.msg}, line {error.lineno})"
         ) from None
+    except RecursionError:  # "[[[[...": nested past the interpreter's stack
+        raise InvalidInput(f"{filename}: not valid JSON (nested too deeply)") from None
     if isinstance(parsed, dict):
         for key, boxes in parsed.items():
             if not isinstance(boxes, list):
@@ -142,4 +148,10 @@ def parse_boxes(data: bytes, filename: str) -> BoxTable:
 def _key(image: str, slice_index: Any) -> str:
     if slice_index in (None, ""):
         return image
-    return f"{image}#{int(slice_index)}"
+    try:
+        index = int(slice_index)
+    except (TypeError, ValueError, OverflowError):  # "abc", [1], 1e999 (inf), NaN
+        raise InvalidInput(
+            f"{image}: slice must be a whole number, got {str(slice_index)[:40]!r}"
+        ) from None
+    return f"{image}#{index}"

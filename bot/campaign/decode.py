@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import gzip
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
-from PIL import ImageSequence, UnidentifiedImageError
+from PIL import ImageSequence
 
 from bot.store.files import sha256_hex
 
@@ -27,6 +29,20 @@ RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Pillow's plugins fail on hostile bytes with more exception types than its documentation names
+# (a BMP header type raises OSError, a TIFF tag KeyError, a missing size TypeError, ...).
+PIL_FAILURES = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    struct.error,
+    PILImage.DecompressionBombError,
+    PILImage.DecompressionBombWarning,
+)
 MODALITIES = frozenset(
     {"CT", "MR", "US", "CR", "DX", "MG", "XA", "RF", "PT", "NM", "OT", "SM", "XC", "ES", "OP", "GM"}
 )
@@ -126,22 +142,18 @@ def decode_raster(data: bytes, limits: Limits) -> Decoded:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             image = PILImage.open(io.BytesIO(data), formats=RASTER_FORMATS)
-    except (
-        UnidentifiedImageError,
-        PILImage.DecompressionBombError,
-        PILImage.DecompressionBombWarning,
-    ):
+    except PIL_FAILURES:
         raise Rejected("not a readable image (PNG, JPEG, TIFF, BMP, DICOM or NIfTI)") from None
     with image:
-        width, height = image.size
-        frames = getattr(image, "n_frames", 1)
-        _check_pixels(width * height * frames, limits)
         slices: list[npt.NDArray[np.uint8]] = []
         try:
+            width, height = image.size
+            frames = getattr(image, "n_frames", 1)  # a TIFF reads every page's header here
+            _check_pixels(width * height * frames, limits)
             for frame in ImageSequence.Iterator(image):
                 frame.load()
                 slices.append(_frame_to_uint8(frame))
-        except (OSError, SyntaxError, ValueError) as error:
+        except PIL_FAILURES as error:
             raise Rejected(f"image data is truncated or corrupt ({error})") from None
     if frames > 1:
         return Decoded(
@@ -152,6 +164,15 @@ def decode_raster(data: bytes, limits: Limits) -> Decoded:
 
 def decode_dicom(data: bytes, limits: Limits, *, force: bool) -> Decoded:
     """Decode a DICOM file's pixels; no tag survives but a whitelisted modality code."""
+    try:
+        return _decode_dicom(data, limits, force=force)
+    except Rejected:
+        raise
+    except Exception as error:  # pydicom converts elements lazily: a broken one fails on use
+        raise Rejected(f"not a valid DICOM file ({type(error).__name__})") from None
+
+
+def _decode_dicom(data: bytes, limits: Limits, *, force: bool) -> Decoded:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels.processing import apply_modality_lut, convert_color_space
@@ -175,6 +196,12 @@ def decode_dicom(data: bytes, limits: Limits, *, force: bool) -> Decoded:
         raise Rejected(
             f"DICOM pixel data cannot be decoded (transfer syntax {syntax}): {error}"
         ) from None
+    declared = (rows, cols) if frames <= 1 else (frames, rows, cols)
+    if pixels.shape[: len(declared)] != declared or pixels.shape[len(declared) :] not in ((), (3,)):
+        raise Rejected(
+            f"DICOM pixel data has shape {pixels.shape}, not the {frames} frame(s) of "
+            f"{rows}x{cols} (grey or RGB) its header declares"
+        )
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
     stack = pixels if frames > 1 else pixels[np.newaxis]
@@ -233,7 +260,7 @@ def gunzip_capped(data: bytes, limits: Limits) -> bytes:
                     raise Rejected(
                         f"gzip expands past {cap:,} bytes (ratio or size cap; decompression bomb?)"
                     )
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
         raise Rejected("gzip data is truncated or corrupt") from None
     return out.getvalue()
 
@@ -269,6 +296,8 @@ def load_nifti_array(data: bytes, limits: Limits) -> npt.NDArray[np.float32]:
         ) from None
     if volume.ndim == 2:
         volume = volume[:, :, np.newaxis]
+    if volume.ndim != 3 or 0 in volume.shape:  # a header declaring 0 voxels along an axis
+        raise Rejected(f"NIfTI has shape {shape}; need 2D or 3D with no empty axis")
     return volume
 
 
@@ -312,14 +341,16 @@ def decode_mask(name: str, data: bytes, limits: Limits) -> list[npt.NDArray[np.b
         volume = load_nifti_array(data, limits)
         return [nifti_slice_view(volume[:, :, k] > 0) for k in range(volume.shape[2])]
     try:
-        image = PILImage.open(io.BytesIO(data), formats=RASTER_FORMATS)
-    except (UnidentifiedImageError, PILImage.DecompressionBombError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            image = PILImage.open(io.BytesIO(data), formats=RASTER_FORMATS)
+    except PIL_FAILURES:
         raise Rejected("mask is not a readable PNG/TIFF/BMP/NIfTI image") from None
     with image:
         _check_pixels(image.size[0] * image.size[1], limits)
         try:
             image.load()
-        except (OSError, SyntaxError, ValueError):
+        except PIL_FAILURES:
             raise Rejected("mask image is truncated or corrupt") from None
         array = np.asarray(image)
     if array.ndim == 3:

@@ -213,7 +213,8 @@ def parse_points(raw: Any, hw: tuple[int, int]) -> list[Point]:
         x, y, label = item
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (x, y)):
             raise InvalidInput("point coordinates must be numbers")
-        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= hw[1] and 0 <= y <= hw[0]):
+        # Compared first: NaN compares false, and an int past float64 would break isfinite.
+        if not (0 <= x <= hw[1] and 0 <= y <= hw[0] and np.isfinite(x) and np.isfinite(y)):
             raise InvalidInput("a point lies outside the crop")
         if label not in (0, 1) or isinstance(label, bool):
             raise InvalidInput("a point's label is 1 (inside) or 0 (outside)")

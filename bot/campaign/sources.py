@@ -1,14 +1,18 @@
 """Enumerate upload inputs (files, folders, zip archives) safely, one file's bytes at a time.
 
-Zip entries with absolute paths or ``..`` components, encrypted or nested archives, entries whose
-compression ratio or size passes the caps (zip bombs) are refused with a reason, never extracted.
+Zip entries with absolute paths or ``..`` components, symbolic links, encrypted or nested archives,
+entries whose compression ratio or size passes the caps (zip bombs) are refused with a reason,
+never extracted.
 Nothing is written to disk here.
 """
 
 from __future__ import annotations
 
 import re
+import stat
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,6 +20,10 @@ from pathlib import Path, PurePosixPath
 from bot.campaign.decode import Limits
 
 _SAFE = re.compile(r"[^A-Za-z0-9._#+-]+")
+# What zipfile raises for a corrupt archive: its own BadZipFile, but also a name that is not
+# UTF-8 (ValueError), a bad deflate stream (zlib.error), a short header (struct.error), ...
+_CORRUPT = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, zlib.error)
+_CORRUPT_ENTRY = (*_CORRUPT, struct.error)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,11 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" or p == "Thumbs.db" for p in parts)
 
 
+def _is_dir(info: zipfile.ZipInfo) -> bool:
+    """``ZipInfo.is_dir`` without its IndexError on an empty name."""
+    return info.filename.endswith("/")
+
+
 def _unsafe_member(name: str) -> bool:
     normal = name.replace("\\", "/")
     if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal):
@@ -70,8 +83,8 @@ def count_inputs(paths: list[Path]) -> int:
         elif path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
             try:
                 with zipfile.ZipFile(path) as archive:
-                    total += sum(1 for i in archive.infolist() if not i.is_dir())
-            except (zipfile.BadZipFile, OSError):
+                    total += sum(1 for i in archive.infolist() if not _is_dir(i))
+            except _CORRUPT:
                 total += 1
         else:
             total += 1
@@ -117,11 +130,11 @@ def _from_file(
 def _from_zip(path: Path, limits: ArchiveLimits) -> Iterator[Source | SourceRejection]:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
+    except _CORRUPT:
         yield SourceRejection(str(path), "not a valid zip archive (truncated or corrupt)")
         return
     with archive:
-        members = [info for info in archive.infolist() if not info.is_dir()]
+        members = [info for info in archive.infolist() if not _is_dir(info)]
         if len(members) > limits.max_entries:
             yield SourceRejection(
                 str(path),
@@ -140,7 +153,7 @@ def _from_zip(path: Path, limits: ArchiveLimits) -> Iterator[Source | SourceReje
             except ValueError as error:
                 yield SourceRejection(name, str(error))
                 continue
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError):
+            except _CORRUPT_ENTRY:
                 yield SourceRejection(name, "archive entry is corrupt (bad CRC or truncated)")
                 continue
             extracted += len(data)
@@ -153,6 +166,8 @@ def _member_problem(info: zipfile.ZipInfo, limits: ArchiveLimits, extracted: int
         return "unsafe path in archive (absolute or '..'), not extracted"
     if _hidden(parts):
         return "hidden or system file, skipped"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link in archive, not followed"
     if info.flag_bits & 0x1:
         return "encrypted archive entry, cannot be read"
     if info.filename.lower().endswith(".zip"):

@@ -30,7 +30,7 @@ from bot.campaign.ingest import IngestOptions, IngestReport, ingest_sources, mas
 from bot.campaign.sources import ArchiveLimits, Source, SourceRejection, iter_sources
 from bot.db.models import Campaign, Image, Task, TaskKind
 from bot.store import codecs
-from bot.store.files import FileStore
+from bot.store.files import FileBatch, FileStore
 
 logger = logging.getLogger(__name__)
 
@@ -141,14 +141,19 @@ async def ingest_upload(
         for key, source in sorted(upload.masks.items()):
             if source.name not in unmatched:
                 continue
+            files = store.batch()
             async with sessionmaker() as session:
                 try:
-                    made = await apply_gold(session, store, campaign, key, source, limits)
+                    made = await apply_gold(session, files, campaign, key, source, limits)
+                    await session.commit()
                 except (Rejected, InvalidInput) as error:
                     await session.rollback()
+                    files.discard()  # the masks of crops made gold before the error
                     report.problems.append(f"{source.name}: {error}")
                     continue
-                await session.commit()
+                except BaseException:
+                    files.discard()
+                    raise
             if made:
                 report.gold_applied[source.name] = made
             else:
@@ -159,7 +164,7 @@ async def ingest_upload(
 
 async def apply_gold(
     session: AsyncSession,
-    store: FileStore,
+    files: FileBatch,
     campaign: Campaign,
     key: str,
     source: Source,
@@ -167,7 +172,8 @@ async def apply_gold(
 ) -> int:
     """Make the crops of the campaign's images named ``key`` gold; returns how many changed.
 
-    The caller commits. A crop whose box holds none of the mask stays as it was.
+    The caller commits, or discards ``files`` (the gold masks written) when it cannot. A crop
+    whose box holds none of the mask stays as it was.
     """
     images = [
         image
@@ -200,7 +206,7 @@ async def apply_gold(
             crop_gold = _crop_gold(mask, task)
             if not crop_gold.any():
                 continue
-            task.gold_mask_key, _ = store.put("masks", codecs.encode_mask(crop_gold), "png")
+            task.gold_mask_key = files.put("masks", codecs.encode_mask(crop_gold))
             task.kind = TaskKind.GOLD
             session.add(task)
             made += 1

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,7 +22,10 @@ def async_url(url: str | URL) -> URL:
 
     Plain ``sqlite:///...`` and ``postgresql://...`` URLs are accepted for convenience.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # not a ValueError: the CLI would show a traceback
+        raise ValueError("database_url: not a database URL (e.g. sqlite:///path.db)") from None
     backend = parsed.get_backend_name()
     if backend not in _ASYNC_DRIVERS:
         raise ValueError(f"database_url: unsupported backend {backend!r}; use sqlite or postgresql")

@@ -16,10 +16,15 @@ from bot.campaign import coordination, progress
 from bot.campaign.errors import MedCrowdError
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import CampaignStatus, Role, Volunteer
-from bot.telegram import uploads
+from bot.telegram import texts, uploads
 from bot.telegram.context import BotContext, sender
+from bot.telegram.parsing import parse_id
 
 USE_PREFIX = "cu:"
+PAUSE_USAGE = (
+    "usage: /pause or /resume (the working campaign), /pause me or /resume me (your reminders)"
+)
+ROLES = frozenset(r.value for r in Role)
 STATUSES = {
     "pause": CampaignStatus.PAUSED,
     "resume": CampaignStatus.ACTIVE,
@@ -44,17 +49,19 @@ async def on_grant(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
     revoke = words[0].startswith("/revoke")
-    if len(words) < 2 or not words[1].isdigit():
+    target = parse_id(words[1]) if len(words) > 1 else None
+    named = words[2] if len(words) > 2 and not revoke else "coordinator"
+    if target is None or named not in ROLES:
         await _reply(
             update, context, "usage: /grant TELEGRAM_ID [coordinator|expert] or /revoke TELEGRAM_ID"
         )
         return
-    role = Role.VOLUNTEER if revoke else Role(words[2] if len(words) > 2 else "coordinator")
+    role = Role.VOLUNTEER if revoke else Role(named)
     async with context.services.sessionmaker() as session:
         actor = await sender(session, update)
-        await coordination.set_role(session, actor, context.services.admins, int(words[1]), role)
+        await coordination.set_role(session, actor, context.services.admins, target, role)
         await session.commit()
-    await _reply(update, context, f"{words[1]} is now {role.value}")
+    await _reply(update, context, f"{target} is now {role.value}")
 
 
 async def on_projects(update: Update, context: BotContext) -> None:
@@ -81,7 +88,10 @@ async def on_use_press(update: Update, context: BotContext) -> None:
     """A "Use" button: checked against whoever pressed it."""
     query = update.callback_query
     assert query is not None
-    campaign_id = int((query.data or "0:0").split(":")[1])
+    campaign_id = parse_id((query.data or "").removeprefix(USE_PREFIX))
+    if campaign_id is None:
+        await query.answer(texts.UNKNOWN_BUTTON, show_alert=True)
+        return
     try:
         async with context.services.sessionmaker() as session:
             actor = await volunteer_for(session, telegram_user_id=query.from_user.id)
@@ -203,12 +213,18 @@ async def on_rules(update: Update, context: BotContext) -> None:
 
 
 async def pauses_campaign(update: Update, context: BotContext) -> bool:
-    """Whether /pause or /resume is about the working campaign: a coordinator's, without "me"."""
+    """Whether /pause or /resume is a coordinator's: bare for the working campaign, "me" not.
+
+    Anything else after it gets the usage (and changes nothing): a typo must not pause a campaign.
+    """
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
     actor, admins = await _actor(context, update)
     if coordination.role_of(actor, admins) not in coordination.PRIVILEGED or words[1:] == ["me"]:
         return False
+    if words[1:]:
+        await _reply(update, context, PAUSE_USAGE)
+        return True
     await _set_status(update, context, words[0].lstrip("/").partition("@")[0])
     return True
 
@@ -217,8 +233,8 @@ async def on_campaign(update: Update, context: BotContext) -> None:
     """/campaign pause|resume|close and /close: the working campaign's status."""
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
-    if words[0].startswith("/close"):
-        words = ["/campaign", "close"]
+    if words[0].startswith("/close"):  # takes nothing: "/close x" is a typo, not a close
+        words = ["/campaign", "close", *words[1:]]
     if len(words) != 2 or words[1] not in STATUSES:
         await _reply(update, context, "usage: /campaign pause|resume|close")
         return
@@ -273,7 +289,7 @@ async def on_volunteers(update: Update, context: BotContext) -> None:
         )
 
     if words[0].startswith("/volunteer") and not words[0].startswith("/volunteers"):
-        wanted = int(words[1]) if len(words) > 1 and words[1].isdigit() else -1
+        wanted = parse_id(words[1]) if len(words) > 1 else None
         found = [v for v in lines if v.volunteer_id == wanted]
         text = line(found[0]) if found else "usage: /volunteer ID (see /volunteers)"
     elif not lines:
@@ -294,18 +310,17 @@ async def on_ban(update: Update, context: BotContext) -> None:
     """
     assert update.effective_message is not None
     words = (update.effective_message.text or "").split()
-    if len(words) != 2 or not words[1].isdigit():
+    target = parse_id(words[1]) if len(words) == 2 else None
+    if target is None:
         await _reply(update, context, "usage: /ban ID or /unban ID (ids from /volunteers)")
         return
     banned = words[0].startswith("/ban")
     async with context.services.sessionmaker() as session:
         actor = await sender(session, update)
-        await coordination.set_banned(
-            session, actor, context.services.admins, int(words[1]), banned
-        )
+        await coordination.set_banned(session, actor, context.services.admins, target, banned)
         await session.commit()
     await context.services.crowd.reset()
-    await _reply(update, context, f"volunteer #{words[1]} {'banned' if banned else 'unbanned'}")
+    await _reply(update, context, f"volunteer #{target} {'banned' if banned else 'unbanned'}")
 
 
 async def on_broadcast(update: Update, context: BotContext) -> None:

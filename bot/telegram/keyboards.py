@@ -7,6 +7,7 @@ it was made for, survives a restart and needs no server-side cache.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
@@ -15,6 +16,8 @@ from bot.campaign.tasks import option_label
 from bot.telegram import texts
 
 MAX_CALLBACK_BYTES = 64
+# Tokens are URL-safe base64, args are option numbers, cell labels and tap modes.
+_FIELD = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class Action(enum.StrEnum):
@@ -50,7 +53,15 @@ class Press:
     arg: str = ""
 
     def encode(self) -> str:
-        """The callback_data string; raises ValueError beyond Telegram's 64 bytes."""
+        """The callback_data string.
+
+        Raises:
+            ValueError: beyond Telegram's 64 bytes, or a token or arg outside ``[A-Za-z0-9_-]``
+                (which ``decode`` would not give back).
+        """
+        for name, value in (("token", self.token), ("arg", self.arg)):
+            if not _FIELD.fullmatch(value):
+                raise ValueError(f"{name} must be [A-Za-z0-9_-]*, got {value!r}")
         data = self.action.value
         if self.token or self.arg:
             data += f":{self.token}" + (f":{self.arg}" if self.arg else "")
@@ -60,9 +71,15 @@ class Press:
 
     @classmethod
     def decode(cls, data: str) -> Press:
-        """Parse callback_data; raises ValueError for anything the bot did not send."""
+        """Parse callback_data; raises ValueError for anything the bot did not send.
+
+        Telegram delivers whatever a client sends, so nothing is trusted: over 64 bytes, an
+        unknown action, more than three fields or a field outside ``[A-Za-z0-9_-]`` is refused.
+        """
+        if len(data) > MAX_CALLBACK_BYTES:
+            raise ValueError(f"callback_data over {MAX_CALLBACK_BYTES} characters")
         parts = data.split(":")
-        if not 1 <= len(parts) <= 3:
+        if not 1 <= len(parts) <= 3 or not all(_FIELD.fullmatch(p) for p in parts[1:]):
             raise ValueError(f"malformed callback_data {data!r}")
         action = Action(parts[0])
         token = parts[1] if len(parts) > 1 else ""

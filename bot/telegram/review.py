@@ -18,6 +18,7 @@ from bot.campaign.errors import InvalidInput, MedCrowdError
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import Task, Volunteer
 from bot.telegram.context import BotContext, sender
+from bot.telegram.parsing import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +85,10 @@ async def on_press(update: Update, context: BotContext) -> None:
     assert query.message is not None
     services = context.services
     task_text, _, choice = (query.data or "").removeprefix(PREFIX).partition(":")
-    if not task_text.isdigit() or not (choice == "s" or choice.isdigit()):
+    task_id = parse_id(task_text)
+    if task_id is None or not (choice == "s" or parse_id(choice) is not None):
         await query.answer("this button is not valid any more", show_alert=True)
         return
-    task_id = int(task_text)
     user_data = context.user_data if context.user_data is not None else {}
     try:
         async with services.sessionmaker() as session:

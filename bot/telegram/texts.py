@@ -72,6 +72,7 @@ RELIABILITY_ALERT = (
     "answers {judged}. Their weight in the consensus is near zero already; /ban {id} also takes "
     "their answers on open crops out of it."
 )
+UNKNOWN_BUTTON = "This button is not one of mine (or it is out of date)."
 GOLD_FEEDBACK = (
     "{emoji} Your score on this practice crop: {score:.0%}.\n"
     "Green = agreed, blue = missed, pink = extra."

@@ -30,7 +30,9 @@ from bot.campaign.upload import ingest_upload
 from bot.campaign.volunteers import volunteer_for
 from bot.db.models import Campaign, Job
 from bot.telegram import review as review_handlers
+from bot.telegram import texts
 from bot.telegram.context import BotContext, sender
+from bot.telegram.parsing import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -244,10 +246,10 @@ async def on_synthesize(update: Update, context: BotContext) -> None:
     assert update.effective_user is not None
     assert update.effective_chat is not None
     words = (message.text or "").split()
-    if len(words) > 2 or (len(words) == 2 and not words[1].isdigit()):
+    n = parse_id(words[1]) if len(words) == 2 else context.services.synthesis.n
+    if len(words) > 2 or n is None:
         await context.bot.send_message(update.effective_chat.id, "usage: /synthesize [N]")
         return
-    n = int(words[1]) if len(words) == 2 else context.services.synthesis.n
     if not 1 <= n <= MAX_SYNTHETIC:
         raise InvalidInput(f"N is 1 to {MAX_SYNTHETIC} candidate pairs")
     services = context.services
@@ -317,14 +319,17 @@ async def on_retry_press(update: Update, context: BotContext) -> None:
     assert query is not None
     assert query.message is not None
     services = context.services
+    job_id = parse_id((query.data or "").removeprefix(RETRY_PREFIX))
+    if job_id is None:
+        await query.answer(texts.UNKNOWN_BUTTON, show_alert=True)
+        return
     try:
-        job_id = int((query.data or "").removeprefix(RETRY_PREFIX))
         async with services.sessionmaker() as session:
             actor = await volunteer_for(session, telegram_user_id=query.from_user.id)
             job = await coordination.retry(session, actor, services.admins, job_id)
             campaign = await session.get(Campaign, job.campaign_id) if job.campaign_id else None
             await session.commit()
-    except (MedCrowdError, ValueError) as error:
+    except MedCrowdError as error:
         await query.answer(str(error), show_alert=True)
         return
     if campaign is None:

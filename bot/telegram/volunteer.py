@@ -401,7 +401,7 @@ async def on_press(update: Update, context: BotContext) -> None:
     try:
         press = Press.decode(query.data or "")
     except ValueError:
-        await query.answer()
+        await query.answer(texts.UNKNOWN_BUTTON)
         return
     chat_id = update.effective_chat.id
     message_id = query.message.message_id if query.message is not None else None
@@ -503,7 +503,8 @@ async def _handle(
     elif action == Action.CHOICES:
         await tasks.set_mode(session, assignment=assignment, mode="choices")
     elif action == Action.PICK:
-        await tasks.pick(session, services.store, assignment=assignment, index=int(press.arg or -1))
+        index = int(press.arg) if press.arg.isdigit() else -1  # ASCII: Press.decode checked
+        await tasks.pick(session, services.store, assignment=assignment, index=index)
     elif action == Action.GRID:
         await tasks.set_mode(session, assignment=assignment, mode="grid")
     elif action == Action.CELL:

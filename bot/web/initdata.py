@@ -58,7 +58,7 @@ def _user_id(raw: str) -> int:
         raise InvalidInitData("malformed: user is not JSON") from None
     uid = user.get("id") if isinstance(user, dict) else None
     # Telegram sends an integer; aiogram's published vector sends a numeric string.
-    if isinstance(uid, str) and uid.isdigit():
+    if isinstance(uid, str) and uid.isascii() and uid.isdigit():
         uid = int(uid)
     if not isinstance(uid, int) or isinstance(uid, bool) or uid <= 0:
         raise InvalidInitData("malformed: user has no positive id")
@@ -92,7 +92,7 @@ def validate_init_data(init_data: str, bot_token: str, *, max_age: float, now: f
     if not hmac.compare_digest(expected.encode(), received.encode()):
         raise InvalidInitData("bad hash")
     auth_date = fields.get("auth_date", "")
-    if not auth_date.isdigit():
+    if not (auth_date.isascii() and auth_date.isdigit()):  # int() refuses "²", isdigit() not
         raise InvalidInitData("malformed: no auth_date")
     age = now - int(auth_date)
     if age > max_age:

@@ -83,6 +83,11 @@ def _json(status: int, payload: dict[str, Any], headers: dict[str, str]) -> web.
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are Python's JSON, not JSON: refuse them."""
+    raise ValueError(f"{name} is not JSON")
+
+
 async def read_capped(request: web.Request, cap: int) -> bytes:
     """The request body, refused with 413 beyond ``cap`` bytes (declared or actually sent)."""
     if request.content_length is not None and request.content_length > cap:
@@ -221,8 +226,8 @@ class MiniApp:
     @staticmethod
     def _body(raw: bytes) -> dict[str, Any]:
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError):  # RecursionError: "[[[[...": nested past the stack
             raise ApiError(400, "the body is not JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the body is not a JSON object")
