@@ -143,7 +143,8 @@ async def submit(
     if session.get_bind().dialect.name == "postgresql":
         # Answers to one crop queue here, so two at once cannot both take its last place.
         # (SQLite's BEGIN IMMEDIATE already serialises every writer.)
-        locked = select(Task).where(Task.id == assignment.task_id).with_for_update()
+        # FOR NO KEY UPDATE: rows that merely reference the crop (leases) are not held up.
+        locked = select(Task).where(Task.id == assignment.task_id).with_for_update(key_share=True)
         task = (await session.exec(locked.execution_options(populate_existing=True))).one()
     else:
         task = await session.get_one(Task, assignment.task_id)

@@ -182,7 +182,9 @@ async def _real_task(
     # the chosen crop (skipping one another lease holds) and check its room again.
     for task in tasks:
         locked = await session.exec(
-            select(Task.id).where(Task.id == task.id, *room).with_for_update(skip_locked=True)
+            select(Task.id)
+            .where(Task.id == task.id, *room)
+            .with_for_update(skip_locked=True, key_share=True)
         )
         if locked.first() is not None:
             return task

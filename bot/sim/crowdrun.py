@@ -22,7 +22,7 @@ import numpy as np
 
 from bot.campaign import review
 from bot.campaign.services import Services
-from bot.db.models import Task
+from bot.db.models import Task, Volunteer
 from bot.settings import Settings
 from bot.sim.chat import VirtualUser
 from bot.sim.emulator import BotApiEmulator, Limits
@@ -149,10 +149,15 @@ async def run_crowd(
                 )
             )
             coordinator = emulator.user(EXPERT, "Expert")
+            flagged = await _alerted(services, coordinator, profiles)
             reviewed = await expert_review(services, coordinator, oracle)
             status_png, export_zip, export_name, synthesis = await harvest(coordinator)
     finally:
         await emulator.stop()
+    lines.append(
+        f"  reliability alerts        {len(flagged)} volunteers reported to the coordinators"
+        + (f" (their hidden profiles: {', '.join(sorted(flagged))})" if flagged else "")
+    )
     picked = sum(1 for how in reviewed if how != "own")
     lines.append(
         f"  expert /review            {len(reviewed)} escalated crops settled as gold "
@@ -170,6 +175,22 @@ async def run_crowd(
         editor_note,
         synthesis,
     )
+
+
+async def _alerted(services: Services, coordinator: VirtualUser, profiles: list[str]) -> list[str]:
+    """The hidden profiles of the volunteers the bot's reliability alerts named."""
+    named = set()
+    for event in coordinator.events:
+        text = event.params.get("text") or ""
+        if event.method == "sendMessage" and text.startswith("⚠️ Volunteer #"):
+            named.add(int(text.removeprefix("⚠️ Volunteer #").split()[0]))
+    found = []
+    async with services.sessionmaker() as session:
+        for volunteer_id in sorted(named):
+            row = await session.get(Volunteer, volunteer_id)
+            if row is not None and 0 <= row.telegram_user_id - 5000 < len(profiles):
+                found.append(profiles[row.telegram_user_id - 5000])
+    return found
 
 
 async def editor_view(visitor: VirtualVolunteer) -> tuple[bytes | None, str]:

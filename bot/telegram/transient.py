@@ -36,6 +36,19 @@ _PASSING_ERRNOS = frozenset(
 )
 
 
+# PostgreSQL: deadlock detected, serialisation failure, lock not available.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    """The SQLSTATE of a driver error (asyncpg's, through SQLAlchemy's adapter), if any."""
+    for candidate in (error.orig, getattr(error.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
 def is_transient(error: BaseException | None) -> bool:
     """Whether ``error`` (or what caused it) is a failure worth retrying the update for."""
     seen = 0
@@ -48,8 +61,10 @@ def is_transient(error: BaseException | None) -> bool:
             return True  # 5xx, a dropped connection
         if isinstance(error, OperationalError | DisconnectionError | PoolTimeout):
             return True  # the database restarting, unreachable, locked or out of connections
-        if isinstance(error, DBAPIError) and error.connection_invalidated:
-            return True
+        if isinstance(error, DBAPIError) and (
+            error.connection_invalidated or _sqlstate(error) in _RETRY_SQLSTATES
+        ):
+            return True  # a dropped connection, or a deadlock or serialisation conflict
         if isinstance(error, ConnectionError | TimeoutError):
             return True
         if isinstance(error, OSError) and error.errno in _PASSING_ERRNOS:
