@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays, cache
@@ -24,6 +25,9 @@ from fusion.simulate import ACCEPT, ADJUST, REJECT, SKIP, UNSURE
 from fusion.simulate import Answer as FusionAnswer
 
 logger = logging.getLogger(__name__)
+
+GAP_SPAN = 256  # ids below a new one still looked for (answers committed out of order)
+GAP_SECONDS = 60.0  # how long a missing id is looked for
 
 VERDICT_CODES = {
     Verdict.ACCEPT: ACCEPT,
@@ -64,6 +68,9 @@ class Crowd:
     # (``seen``: the highest answer id folded in) under a database-wide lock per campaign.
     shared: bool = False
     seen: dict[int, int] = field(default_factory=dict)
+    # Ids below ``seen`` not folded in yet: answers another process inserted earlier but
+    # committed later (ids are handed out at insert), looked for again until GAP_SECONDS pass.
+    gaps: dict[int, dict[int, float]] = field(default_factory=dict)
 
     def take_refitted(self, campaign_id: int) -> bool:
         """Whether the campaign's model was fitted in full since the last call (then clears)."""
@@ -114,16 +121,15 @@ class Crowd:
             )
             .order_by(col(Answer.id))
         )
+        rows_list = list(rows.all())
         answers = [
             to_fusion(a, arrays.mask(self.store, a.mask_key) if a.mask_key else None)
-            for a in rows.all()
+            for a in rows_list
         ]
-        newest = await session.exec(
-            select(func.max(Answer.id))
-            .join(Task, col(Task.id) == Answer.task_id)
-            .where(Task.campaign_id == campaign_id)
-        )
-        self.seen[campaign_id] = int(newest.one() or 0)
+        loaded = [a.id for a in rows_list if a.id is not None]
+        self.seen.pop(campaign_id, None)
+        self.gaps.pop(campaign_id, None)
+        self._advance(campaign_id, loaded)
         model = ProposalAwareFusion(self.config)
         model.fit(proposals, answers, gold)
         self.total[campaign_id] = len(answers)
@@ -167,7 +173,7 @@ class Crowd:
             return None
         result = model.add(to_fusion(answer, mask))
         if answer.id is not None:
-            self.seen[campaign_id] = max(self.seen.get(campaign_id, 0), answer.id)
+            self._advance(campaign_id, [answer.id])
         self.added[campaign_id] = self.added.get(campaign_id, 0) + 1
         self.total[campaign_id] = self.total.get(campaign_id, 0) + 1
         if self.added[campaign_id] >= max(
@@ -199,25 +205,42 @@ class Crowd:
         self, session: AsyncSession, model: ProposalAwareFusion, campaign_id: int, skip: int | None
     ) -> None:
         """Fold in the answers other processes stored since this model last looked."""
+        gaps = list(self.gaps.get(campaign_id, {}))
+        newer = col(Answer.id) > self.seen.get(campaign_id, 0)
         rows = await session.exec(
             select(Answer, Task)
             .join(Task, col(Task.id) == Answer.task_id)
             .join(Volunteer, col(Volunteer.id) == Answer.volunteer_id)
             .where(
                 Task.campaign_id == campaign_id,
-                col(Answer.id) > self.seen.get(campaign_id, 0),
+                or_(newer, col(Answer.id).in_(gaps)) if gaps else newer,
                 col(Volunteer.banned).is_(False),
             )
             .order_by(col(Answer.id))
         )
-        for other, task in rows.all():
-            assert other.id is not None
-            self.seen[campaign_id] = max(self.seen.get(campaign_id, 0), other.id)
+        found = list(rows.all())
+        self._advance(campaign_id, [other.id for other, _ in found if other.id is not None])
+        for other, task in found:
             if other.id == skip or not await self._ensure_crop(session, model, task):
                 continue
             mask = arrays.mask(self.store, other.mask_key) if other.mask_key else None
             model.add(to_fusion(other, mask))
             self.total[campaign_id] = self.total.get(campaign_id, 0) + 1
+
+    def _advance(self, campaign_id: int, ids: list[int]) -> None:
+        """Record answer ids as folded in: ``seen`` moves up, skipped ids become gaps."""
+        seen = self.seen.get(campaign_id, 0)
+        gaps = self.gaps.setdefault(campaign_id, {})
+        now = time.monotonic()
+        for i in sorted(ids):
+            gaps.pop(i, None)
+            if i > seen:
+                for missing in range(max(seen + 1, i - GAP_SPAN), i):
+                    gaps.setdefault(missing, now)
+                seen = i
+        self.seen[campaign_id] = seen
+        for i in [i for i, since in gaps.items() if now - since > GAP_SECONDS]:
+            del gaps[i]  # rolled back, or another campaign's: never coming
 
     async def reset(self) -> None:
         """Forget every model: each is fitted again from the database on its next use.
@@ -231,6 +254,7 @@ class Crowd:
                 self.added.pop(campaign_id, None)
                 self.total.pop(campaign_id, None)
                 self.seen.pop(campaign_id, None)
+                self.gaps.pop(campaign_id, None)
 
     def trust(self, campaign_id: int) -> dict[int, float]:
         """Volunteer id -> 1 - spammer score, as fusion has learned it (the campaign's model)."""

@@ -6,8 +6,9 @@ tutorial (gold crops with instant feedback); after that gold is mixed in at a ra
 high and decays toward the campaign's ``gold_rate`` as their gold record grows. Real crops are
 ranked by priority (fusion's uncertainty about the crop and how close it is to retiring), with
 hard crops steered to volunteers whose gold record is strong and easy ones to newcomers. A crop is
-never leased to more volunteers than its next decision needs (``min_answers`` at first, then one
-at a time, never past ``max_answers``), so a crop that retires wastes no one's work.
+leased to no more volunteers than its next decision needs (``min_answers`` at first, then one at a
+time) while other crops have such room, so a crop that retires wastes no one's work; and never to
+more than ``max_answers``.
 """
 
 from __future__ import annotations
@@ -156,24 +157,31 @@ async def _real_task(
         .where(Answer.task_id == Task.id, col(Volunteer.banned).is_(False))
         .scalar_subquery()
     )
-    room = (
+    room: tuple[Any, ...] = (  # SQL conditions
         Task.campaign_id == campaign.id,
         Task.kind == TaskKind.REAL,
         Task.status == TaskStatus.OPEN,
         _not_answered_by(volunteer_id),
         leased + answered < campaign.max_answers,
-        # No more volunteers at once than the crop's next decision needs: min_answers at
-        # first, then one at a time. A crop that retires leaves no one's work wasted.
-        leased + answered
-        < case((answered < campaign.min_answers, campaign.min_answers), else_=answered + 1),
     )
-    result = await session.exec(
-        select(Task)
-        .where(*room)
-        .order_by(col(Task.priority).desc(), col(Task.id))
-        .limit(CANDIDATES)
+    # No more volunteers at once than the crop's next decision needs (min_answers at first,
+    # then one at a time), so a crop that retires leaves no one's work wasted; only when no
+    # crop has such room is a crop shared further, up to max_answers, rather than no work.
+    needed = leased + answered < case(
+        (answered < campaign.min_answers, campaign.min_answers), else_=answered + 1
     )
-    tasks = list(result.all())
+    tasks: list[Task] = []
+    for where in ((*room, needed), room):
+        result = await session.exec(
+            select(Task)
+            .where(*where)
+            .order_by(col(Task.priority).desc(), col(Task.id))
+            .limit(CANDIDATES)
+        )
+        tasks = list(result.all())
+        if tasks:
+            room = where
+            break
     # Priority first; among close calls, a crop whose difficulty suits the volunteer's skill.
     tasks.sort(key=lambda t: t.priority - 0.5 * abs(t.priority - skill), reverse=True)
     if session.get_bind().dialect.name != "postgresql":

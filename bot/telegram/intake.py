@@ -39,6 +39,7 @@ DONE_MEMORY = 10_000
 MARK_SECONDS = 0.1
 MARK_BATCH = 64
 SWEEP_SECONDS = 2.0
+FINISH_SECONDS = 10.0  # how long a stop waits for the handlers in flight
 PURGE_ROUNDS = 6000  # about every 10 minutes
 
 
@@ -276,10 +277,19 @@ class Intake:
         return purged
 
     async def finish(self) -> None:
-        """Wait for the updates in flight, then record them done."""
+        """Wait for the updates in flight (at most ``FINISH_SECONDS``), then record them done.
+
+        Handlers still running then are cancelled: their updates are not marked done, so they
+        run again on the next start (idempotently).
+        """
         tasks = [t for t in self._users.values() if not t.done()]
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, late = await asyncio.wait(tasks, timeout=FINISH_SECONDS)
+            if late:
+                logger.warning("%d volunteers' updates still running at stop: cancelled", len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
         try:
             await self.flush_marks()
         except Exception as error:  # unmarked updates run again on the next start: idempotent
