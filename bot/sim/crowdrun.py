@@ -19,14 +19,16 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from sqlmodel import select
 
 from bot.campaign import review
 from bot.campaign.services import Services
-from bot.db.models import Task, Volunteer
+from bot.db.models import Image, Task, Volunteer
 from bot.settings import Settings
 from bot.sim.chat import VirtualUser
 from bot.sim.emulator import BotApiEmulator, Limits
 from bot.sim.outcomes import CrowdOutcome, collect
+from bot.sim.privacy import PrivacyAudit, audit, secrets_of
 from bot.sim.screenshot import EditorUnavailable, editor_screenshot
 from bot.sim.volunteers import Oracle, VirtualVolunteer, profile
 from bot.sim.world import task_truths
@@ -78,6 +80,7 @@ class CrowdRun:
     editor_png: bytes | None
     editor_note: str
     synthesis: str  # what /synthesize reported
+    privacy: PrivacyAudit | None = None  # every payload the bot sent, inspected
 
 
 def crowd_mix(volunteers: int) -> list[str]:
@@ -152,8 +155,18 @@ async def run_crowd(
             flagged = await _alerted(services, coordinator, profiles)
             reviewed = await expert_review(services, coordinator, oracle)
             status_png, export_zip, export_name, synthesis = await harvest(coordinator)
+            privacy = await _privacy(services, settings, emulator, truth_dir)
     finally:
         await emulator.stop()
+    lines.append(
+        f"  privacy audit             {privacy.payloads} payloads the bot sent: "
+        f"{privacy.crops_to_volunteers} crops to volunteers, "
+        + (
+            "every new one protected; no source name or path"
+            if privacy.clean
+            else f"LEAKS {privacy.leaks[:3]} UNPROTECTED {privacy.unprotected[:3]}"
+        )
+    )
     lines.append(
         f"  reliability alerts        {len(flagged)} volunteers reported to the coordinators"
         + (f" (their hidden profiles: {', '.join(sorted(flagged))})" if flagged else "")
@@ -174,7 +187,18 @@ async def run_crowd(
         editor_png,
         editor_note,
         synthesis,
+        privacy,
     )
+
+
+async def _privacy(
+    services: Services, settings: Settings, emulator: BotApiEmulator, truth_dir: Path
+) -> PrivacyAudit:
+    """Inspect every payload the bot sent during the demo for what must not leave."""
+    async with services.sessionmaker() as session:
+        names = (await session.exec(select(Image.source_name))).all()
+    secrets = secrets_of(names, [settings.data_dir, truth_dir])
+    return audit(emulator.calls, secrets, staff={EXPERT})
 
 
 async def _alerted(services: Services, coordinator: VirtualUser, profiles: list[str]) -> list[str]:

@@ -62,6 +62,14 @@ def fill_report(
             proposal_mean_dice=round(outcome.mean("proposal") or 0, 4),
             majority_vote_mean_dice=round(outcome.mean("majority") or 0, 4),
             escalated_reviewed=len(crowd.reviewed),
+            privacy=None
+            if crowd.privacy is None
+            else {
+                "payloads": crowd.privacy.payloads,
+                "crops_to_volunteers": crowd.privacy.crops_to_volunteers,
+                "leaks": len(crowd.privacy.leaks),
+                "unprotected": len(crowd.privacy.unprotected),
+            },
             volunteers={v.profile: 0 for v in outcome.volunteers},
         )
         for v in outcome.volunteers:

@@ -224,6 +224,11 @@ def test_demo_runs_offline_and_prints_summary(
     assert summary["consensus_mean_dice"] > summary["proposal_mean_dice"]
     assert summary["consensus_mean_dice"] > summary["majority_vote_mean_dice"]
     assert summary["finished_crops"] >= 4
+    # Every payload the bot sent during the demo was inspected: crops protected, nothing leaked.
+    assert summary["privacy"]["payloads"] > 100
+    assert summary["privacy"]["crops_to_volunteers"] > 20
+    assert summary["privacy"]["leaks"] == summary["privacy"]["unprotected"] == 0
+    assert "no source name or path" in out
     assert summary["answers"] > 40
     assert set(summary["stages"]) >= {
         "phantoms",

@@ -7,7 +7,6 @@ expert reviewing, a coordinator's status) is inspected.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlmodel import select
 
 from bot.db.models import Image
 from bot.logs import JsonFormatter
+from bot.sim.privacy import audit, secrets_of
 from bot.sim.volunteers import VirtualVolunteer, profile
 from tests.helpers.bot import World, copied_world, prepare
 
@@ -57,21 +57,27 @@ async def test_only_protected_crops_leave_and_no_source_name_or_path(world: Worl
     async with world.services.sessionmaker() as session:
         names = {i.source_name for i in (await session.exec(select(Image))).all()}
     assert names
-    secrets = {
-        *names,
-        *(n.rsplit(".", 1)[0] for n in names),  # the stem alone
-        str(world.settings.data_dir),
-        "phantoms/",
-    }
-    photos = [c for c in world.emulator.calls if c.method in ("sendPhoto", "sendMediaGroup")]
-    to_volunteers = [c for c in photos if int(c.params["chat_id"]) != ADMIN]
-    assert len(to_volunteers) >= 3
-    for call in to_volunteers:  # every crop a volunteer receives is protected
-        assert call.params.get("protect_content") in (True, "true", "True"), call.params
-    for call in world.emulator.calls:
-        payload = json.dumps(call.params, default=str)
-        for secret in secrets:
-            assert secret not in payload, (call.method, secret)
+    secrets = secrets_of(names, [world.settings.data_dir]) | {"phantoms/"}
+    assert any(name.rsplit(".", 1)[0] in secrets for name in names)  # stems too
+    found = audit(world.emulator.calls, secrets, staff={ADMIN})
+    assert found.crops_to_volunteers >= 3
+    assert found.unprotected == []  # every crop sent to a volunteer is protected
+    assert found.leaks == []
+
+
+def test_the_audit_finds_a_leak_and_an_unprotected_crop() -> None:
+    from bot.sim.emulator import Call
+
+    calls = [
+        Call("sendPhoto", {"chat_id": 5, "caption": "from liver_007.dcm"}, 0.0),
+        Call("sendPhoto", {"chat_id": 6, "protect_content": True}, 0.0),
+        Call("sendPhoto", {"chat_id": 1, "caption": "staff may get a plain photo"}, 0.0),
+    ]
+    found = audit(calls, secrets_of(["liver_007.dcm"], []), staff={1})
+    assert sorted(found.leaks) == [("sendPhoto", "liver_007"), ("sendPhoto", "liver_007.dcm")]
+    assert found.unprotected == ["sendPhoto"]
+    assert found.crops_to_volunteers == 2
+    assert not found.clean
 
 
 async def test_the_bot_token_never_reaches_the_logs(
