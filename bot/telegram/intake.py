@@ -276,20 +276,34 @@ class Intake:
             logger.info("purged %d processed updates older than %s", purged, self.keep_processed)
         return purged
 
-    async def finish(self) -> None:
-        """Wait for the updates in flight (at most ``FINISH_SECONDS``), then record them done.
-
-        Handlers still running then are cancelled: their updates are not marked done, so they
-        run again on the next start (idempotently).
-        """
+    async def _wait_in_flight(self, deadline: float) -> bool:
+        """Wait for the handlers running until ``deadline``; cancel the late. True: none late."""
         tasks = [t for t in self._users.values() if not t.done()]
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=FINISH_SECONDS)
-            if late:
-                logger.warning("%d volunteers' updates still running at stop: cancelled", len(late))
-                for task in late:
-                    task.cancel()
-                await asyncio.gather(*late, return_exceptions=True)
+        if not tasks:
+            return True
+        _, late = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+        if late:
+            logger.warning("%d volunteers' updates still running at stop: cancelled", len(late))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        return not late
+
+    async def finish(self) -> None:
+        """Finish the updates in flight, retry once any that failed for a moment, mark them done.
+
+        At most ``FINISH_SECONDS`` in all: handlers still running then are cancelled, and their
+        updates (not marked done) run again on the next start, idempotently.
+        """
+        deadline = time.monotonic() + FINISH_SECONDS
+        if await self._wait_in_flight(deadline):
+            try:  # one more try of any update that just failed for a moment
+                retried = await self.drain_once()
+            except Exception as error:  # the database is down: they run on the next start
+                logger.warning("could not sweep the inbox at stop (%r)", error)
+                retried = 0
+            if retried:
+                await self._wait_in_flight(deadline)
         try:
             await self.flush_marks()
         except Exception as error:  # unmarked updates run again on the next start: idempotent
