@@ -116,9 +116,9 @@ async def _burst(
     return {"presses": len(latencies), "p50_ms": _pct(latencies, 50), "p95_ms": _pct(latencies, 95)}
 
 
-async def _bare(args: argparse.Namespace) -> dict[str, Any]:
-    emulator = await BotApiEmulator(limits=None).start()
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once; waited for in a thread
+def start_bare(emulator: BotApiEmulator) -> subprocess.Popen[bytes]:
+    """The reference: a bare python-telegram-bot bot (``bare_bot.py``) on the emulator."""
+    return subprocess.Popen(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "bare_bot.py"),
@@ -132,6 +132,28 @@ async def _bare(args: argparse.Namespace) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def medcrowd_env(emulator: BotApiEmulator, data_dir: Path, url: str) -> dict[str, str]:
+    """``medcrowd run``'s environment for a benchmark: no limits, warnings only in its log."""
+    return {
+        **os.environ,
+        "MEDCROWD_BOT_TOKEN": emulator.token,
+        "MEDCROWD_TELEGRAM_BASE_URL": emulator.base_url,
+        "MEDCROWD_TELEGRAM_FILE_URL": emulator.base_file_url,
+        "MEDCROWD_TELEGRAM_RATE_LIMIT": "false",
+        "MEDCROWD_DATA_DIR": str(data_dir),
+        "MEDCROWD_DATABASE_URL": url,
+        "MEDCROWD_FLOOD_RATE": "1000",
+        "MEDCROWD_FLOOD_BURST": "1000",
+        "MEDCROWD_LOG_LEVEL": "WARNING",
+        "PTB_TIMEDELTA": "1",
+    }
+
+
+async def _bare(args: argparse.Namespace) -> dict[str, Any]:
+    emulator = await BotApiEmulator(limits=None).start()
+    process = start_bare(emulator)
     try:
         await _wait_ready(emulator)
 
@@ -178,19 +200,7 @@ async def _medcrowd(args: argparse.Namespace, db: str, folder: Path) -> dict[str
     print(f"[{db}] preparing a campaign with about {needed} crops...", flush=True)
     await phantom_world(services, folder / "phantoms", n=max(needed // 2, 20), rules=RULES)
     emulator = await BotApiEmulator(limits=None).start()
-    env = {
-        **os.environ,
-        "MEDCROWD_BOT_TOKEN": emulator.token,
-        "MEDCROWD_TELEGRAM_BASE_URL": emulator.base_url,
-        "MEDCROWD_TELEGRAM_FILE_URL": emulator.base_file_url,
-        "MEDCROWD_TELEGRAM_RATE_LIMIT": "false",
-        "MEDCROWD_DATA_DIR": str(settings.data_dir),
-        "MEDCROWD_DATABASE_URL": url,
-        "MEDCROWD_FLOOD_RATE": "1000",
-        "MEDCROWD_FLOOD_BURST": "1000",
-        "MEDCROWD_LOG_LEVEL": "WARNING",
-        "PTB_TIMEDELTA": "1",
-    }
+    env = medcrowd_env(emulator, settings.data_dir, url)
     log = (folder / "bot.log").open("wb")
     command = [sys.executable, "-m", "bot", "run"]
     if args.profile and args.profile.suffix == ".prof":

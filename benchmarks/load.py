@@ -45,7 +45,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bot import _cpu_seconds, _pg_database, _stop, _wait_ready  # noqa: E402
+from benchmarks.bot import (  # noqa: E402
+    _cpu_seconds,
+    _pg_database,
+    _stop,
+    _wait_ready,
+    medcrowd_env,
+    start_bare,
+)
 from bot.campaign import leaderboard  # noqa: E402
 from bot.campaign.services import Services  # noqa: E402
 from bot.db import migrate  # noqa: E402
@@ -132,20 +139,7 @@ async def _join_all(join: Any, count: int) -> list[Any]:
 
 async def _bare(args: argparse.Namespace) -> dict[str, Any]:
     emulator = await BotApiEmulator(limits=None).start()
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once; waited for in a thread
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bare_bot.py"),
-            "--token",
-            emulator.token,
-            "--base-url",
-            emulator.base_url,
-            "--file-url",
-            emulator.base_file_url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_bare(emulator)
     try:
         await _wait_ready(emulator)
 
@@ -282,19 +276,7 @@ async def _medcrowd(args: argparse.Namespace, run: str, folder: Path) -> dict[st
     print(f"[{run}] preparing a campaign with about {crops} crops...", flush=True)
     await phantom_world(services, folder / "phantoms", n=max(crops // 2, 20), rules=RULES)
     emulator = await BotApiEmulator(limits=None).start()
-    env = {
-        **os.environ,
-        "MEDCROWD_BOT_TOKEN": emulator.token,
-        "MEDCROWD_TELEGRAM_BASE_URL": emulator.base_url,
-        "MEDCROWD_TELEGRAM_FILE_URL": emulator.base_file_url,
-        "MEDCROWD_TELEGRAM_RATE_LIMIT": "false",
-        "MEDCROWD_DATA_DIR": str(settings.data_dir),
-        "MEDCROWD_DATABASE_URL": url,
-        "MEDCROWD_FLOOD_RATE": "1000",
-        "MEDCROWD_FLOOD_BURST": "1000",
-        "MEDCROWD_LOG_LEVEL": "WARNING",
-        "PTB_TIMEDELTA": "1",
-    }
+    env = medcrowd_env(emulator, settings.data_dir, url)
     command = [sys.executable, "-m", "bot", "run", "--processes", processes or "1"]
     log_path = folder / "bot.log"
     process = subprocess.Popen(  # noqa: ASYNC220 - started once; waited for in a thread

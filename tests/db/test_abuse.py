@@ -17,12 +17,10 @@ from bot.campaign.alerts import MIN_EVIDENCE, coordinator_chats, new_alerts
 from bot.campaign.answers import Submitted, submit
 from bot.campaign.crowd import Crowd, proposal_of
 from bot.campaign.errors import NoWork, StaleTask
-from bot.campaign.proposals import run_proposals
 from bot.db.models import Answer, Campaign, Role, Task, TaskKind, Verdict, Volunteer
-from bot.jobs.proposals import LocalRunner, ProposerSpec
 from bot.store.files import FileStore
 from fusion.paf import VolunteerReport
-from tests.helpers.campaigns import phantom_campaign
+from tests.helpers.campaigns import proposed_campaign
 
 NOON = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
 
@@ -31,15 +29,17 @@ NOON = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
 async def campaign(
     sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, tmp_path: Path
 ) -> Campaign:
-    campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=12)
-    await run_proposals(sessionmaker, store, campaign, ProposerSpec(), LocalRunner(workers=0))
-    async with sessionmaker() as session:
-        row = await session.get_one(Campaign, campaign.id)
-        row.min_answers, row.max_answers, row.tutorial_tasks = 3, 3, 0
-        row.gold_rate, row.retire_confidence = 0.0, 0.99
-        session.add(row)
-        await session.commit()
-        return row
+    return await proposed_campaign(
+        sessionmaker,
+        store,
+        tmp_path / "ph",
+        n=12,
+        min_answers=3,
+        max_answers=3,
+        tutorial_tasks=0,
+        gold_rate=0.0,
+        retire_confidence=0.99,
+    )
 
 
 async def _volunteer(session: AsyncSession, user: int) -> Volunteer:

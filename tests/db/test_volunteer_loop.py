@@ -16,7 +16,6 @@ from bot.campaign import volunteers as people
 from bot.campaign.answers import submit
 from bot.campaign.crowd import Crowd
 from bot.campaign.errors import InvalidInput, NoConsent, NoWork, StaleTask
-from bot.campaign.proposals import run_proposals
 from bot.campaign.refine import Refiner
 from bot.db.models import (
     Answer,
@@ -31,24 +30,25 @@ from bot.db.models import (
     Verdict,
     Volunteer,
 )
-from bot.jobs.proposals import LocalRunner, ProposerSpec
+from bot.jobs.proposals import ProposerSpec
 from bot.store.files import FileStore
-from tests.helpers.campaigns import phantom_campaign
+from tests.helpers.campaigns import proposed_campaign
 
 
 @pytest.fixture
 async def campaign(
     sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, tmp_path: Path
 ) -> Campaign:
-    campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=8)
-    await run_proposals(sessionmaker, store, campaign, ProposerSpec(), LocalRunner(workers=0))
-    async with sessionmaker() as session:
-        row = await session.get_one(Campaign, campaign.id)
-        row.min_answers, row.max_answers, row.tutorial_tasks = 2, 3, 1
-        row.retire_confidence = 0.6
-        session.add(row)
-        await session.commit()
-        return row
+    return await proposed_campaign(
+        sessionmaker,
+        store,
+        tmp_path / "ph",
+        n=8,
+        min_answers=2,
+        max_answers=3,
+        tutorial_tasks=1,
+        retire_confidence=0.6,
+    )
 
 
 async def _volunteer(session: AsyncSession, user: int, consent: bool = True) -> Volunteer:

@@ -18,11 +18,6 @@ from bot.sim.volunteers import VirtualVolunteer, profile
 from tests.helpers.bot import World, copied_world, prepare
 
 
-@pytest.fixture(autouse=True)
-def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PTB_TIMEDELTA", "1")
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One proposed phantom campaign; each test copies its folder."""

@@ -25,11 +25,6 @@ from bot.sim.volunteers import Oracle, VirtualVolunteer, profile
 from tests.helpers.bot import copied_settings, prepare, running_bot
 
 
-@pytest.fixture(autouse=True)
-def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PTB_TIMEDELTA", "1")
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("faults")

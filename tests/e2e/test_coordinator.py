@@ -22,11 +22,6 @@ from tests.helpers.bot import World, copied_world, prepare, press_as
 ADMIN, COORDINATOR, VOLUNTEER = 7001, 7002, 7003
 
 
-@pytest.fixture(autouse=True)
-def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PTB_TIMEDELTA", "1")
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("coordinator")

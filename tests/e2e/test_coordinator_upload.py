@@ -40,11 +40,6 @@ from tests.helpers.files import png, zip_bytes
 ADMIN, EXPERT, VOLUNTEER = 7201, 7202, 7203
 
 
-@pytest.fixture(autouse=True)
-def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PTB_TIMEDELTA", "1")
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("uploads")

@@ -38,11 +38,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PTB_TIMEDELTA", "1")
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     settings = await prepare(tmp_path / "world", n=6)

@@ -11,8 +11,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.campaign.boxes import parse_boxes
 from bot.campaign.ingest import IngestOptions, index_masks, ingest
 from bot.campaign.projects import ensure_campaign
+from bot.campaign.proposals import run_proposals
 from bot.campaign.sources import ArchiveLimits
 from bot.db.models import Campaign, Consensus, Proposal, Task, TaskKind, TaskStatus
+from bot.jobs.proposals import LocalRunner, ProposerSpec
 from bot.sim.phantom import write_phantoms
 from bot.store.files import FileStore
 
@@ -66,3 +68,23 @@ async def finish_crops(sessionmaker: async_sessionmaker[AsyncSession], count: in
                 )
             )
         await session.commit()
+
+
+async def proposed_campaign(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: FileStore,
+    folder: Path,
+    *,
+    n: int,
+    **rules: object,
+) -> Campaign:
+    """A phantom campaign with fallback proposals, its rules set to ``rules``."""
+    campaign = await phantom_campaign(sessionmaker, store, folder, n=n)
+    await run_proposals(sessionmaker, store, campaign, ProposerSpec(), LocalRunner(workers=0))
+    async with sessionmaker() as session:
+        row = await session.get_one(Campaign, campaign.id)
+        for key, value in rules.items():
+            setattr(row, key, value)
+        session.add(row)
+        await session.commit()
+        return row
