@@ -521,10 +521,9 @@ async def _run(settings: Settings, partition: tuple[int, int] = (0, 1)) -> None:
     shared = partition[1] > 1
     if shared and not url.startswith("postgresql"):
         raise ValueError("several bot processes need PostgreSQL (MEDCROWD_DATABASE_URL)")
-    if partition[0] > 0:  # a worker the front process started: no servers of its own
-        settings = settings.model_copy(
-            update={"webhook_url": None, "webapp_url": None, "health_listen": None}
-        )
+    front = partition[0] == 0
+    if not front:  # a worker the front started: no servers (the Mini App's URL stays, for buttons)
+        settings = settings.model_copy(update={"webhook_url": None, "health_listen": None})
     else:
         await asyncio.to_thread(migrate.upgrade, url)
     services = Services.from_settings(settings)
@@ -550,7 +549,7 @@ async def _run(settings: Settings, partition: tuple[int, int] = (0, 1)) -> None:
     )
     miniapp: MiniApp | None = None
     editor_server: MiniAppServer | None = None
-    if settings.webapp_url:
+    if settings.webapp_url and front:
         miniapp = MiniApp(
             sessionmaker=handlers.sessionmaker,
             store=handlers.store,
