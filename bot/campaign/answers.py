@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import arrays, cache, scoring
 from bot.campaign.alerts import CollapseAlert, new_alerts
 from bot.campaign.crowd import Crowd, proposal_of
 from bot.campaign.errors import StaleTask
+from bot.db import queries
 from bot.db.models import (
     Answer,
     Assignment,
@@ -104,17 +105,6 @@ async def _existing(session: AsyncSession, task_id: int, volunteer_id: int) -> A
     return result.first()
 
 
-async def _answers_counted(session: AsyncSession, task_id: int) -> int:
-    """Answers a crop holds that count (banned volunteers' do not)."""
-    result = await session.exec(
-        select(func.count())
-        .select_from(Answer)
-        .join(Volunteer, col(Volunteer.id) == Answer.volunteer_id)
-        .where(Answer.task_id == task_id, col(Volunteer.banned).is_(False))
-    )
-    return int(result.one())
-
-
 async def submit(
     session: AsyncSession,
     *,
@@ -157,7 +147,7 @@ async def submit(
     campaign = await cache.campaign(session, task.campaign_id)
     if (
         task.kind == TaskKind.REAL
-        and await _answers_counted(session, task.id) >= campaign.max_answers
+        and (await session.exec(queries.counted_answers(task.id))).one() >= campaign.max_answers
     ):
         # A lease that outlived its time, or two leases of the last place: the crop is full.
         # The lease ends, so the volunteer is served another crop.

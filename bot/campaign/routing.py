@@ -28,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign import cache
 from bot.campaign.errors import NoConsent, NoWork, StaleTask
+from bot.db import queries
 from bot.db.models import (
     Answer,
     Assignment,
@@ -150,13 +151,8 @@ async def _real_task(
         )
         .scalar_subquery()
     )
-    answered = (  # a banned volunteer's answers no longer count, so they free their places
-        select(func.count())
-        .select_from(Answer)
-        .join(Volunteer, col(Volunteer.id) == Answer.volunteer_id)
-        .where(Answer.task_id == Task.id, col(Volunteer.banned).is_(False))
-        .scalar_subquery()
-    )
+    # a banned volunteer's answers no longer count, so they free their places
+    answered = queries.counted_answers(Task.id).scalar_subquery()
     room: tuple[Any, ...] = (  # SQL conditions
         Task.campaign_id == campaign.id,
         Task.kind == TaskKind.REAL,
@@ -170,18 +166,22 @@ async def _real_task(
     needed = leased + answered < case(
         (answered < campaign.min_answers, campaign.min_answers), else_=answered + 1
     )
-    tasks: list[Task] = []
     for where in ((*room, needed), room):
-        result = await session.exec(
-            select(Task)
-            .where(*where)
-            .order_by(col(Task.priority).desc(), col(Task.id))
-            .limit(CANDIDATES)
-        )
-        tasks = list(result.all())
-        if tasks:
-            room = where
-            break
+        task = await _first_free(session, where, skill)
+        if task is not None:
+            return task
+    return None
+
+
+async def _first_free(session: AsyncSession, where: tuple[Any, ...], skill: float) -> Task | None:
+    """The best crop meeting ``where`` that no concurrent lease is taking (None: none)."""
+    result = await session.exec(
+        select(Task)
+        .where(*where)
+        .order_by(col(Task.priority).desc(), col(Task.id))
+        .limit(CANDIDATES)
+    )
+    tasks = list(result.all())
     # Priority first; among close calls, a crop whose difficulty suits the volunteer's skill.
     tasks.sort(key=lambda t: t.priority - 0.5 * abs(t.priority - skill), reverse=True)
     if session.get_bind().dialect.name != "postgresql":
@@ -191,7 +191,7 @@ async def _real_task(
     for task in tasks:
         locked = await session.exec(
             select(Task.id)
-            .where(Task.id == task.id, *room)
+            .where(Task.id == task.id, *where)
             .with_for_update(skip_locked=True, key_share=True)
         )
         if locked.first() is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
-from bot.db.models import Campaign, Image, Task, TaskKind, TaskStatus
+from bot.db.models import Answer, Campaign, Image, Task, TaskKind, TaskStatus, Volunteer
 
 
 async def campaign_by_name(session: AsyncSession, *, name: str) -> Campaign | None:
@@ -43,3 +46,16 @@ async def count_tasks_by(
         .group_by(col(Task.kind), col(Task.status))
     )
     return {(TaskKind(kind), TaskStatus(status)): int(n) for kind, status, n in result.all()}
+
+
+def counted_answers(task_id: Any) -> SelectOfScalar[int]:
+    """SELECT the number of answers a crop holds that count: a banned volunteer's do not.
+
+    ``task_id`` is a crop id, or a column (``Task.id``) for a correlated subquery.
+    """
+    return (
+        select(func.count())
+        .select_from(Answer)
+        .join(Volunteer, col(Volunteer.id) == Answer.volunteer_id)
+        .where(Answer.task_id == task_id, col(Volunteer.banned).is_(False))
+    )
