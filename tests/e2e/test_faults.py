@@ -98,18 +98,22 @@ async def _go_on(services: Services, crowd: list[VirtualVolunteer], before: list
     answered: list[str] = []
     for volunteer in crowd:
         user = volunteer.user
-        await user.send("/next")
-        for _ in range(300):
+        tried = set(before)
+        for attempt in range(600):
+            if attempt % 100 == 0:  # ask (again, if the screen has not moved for 10 s)
+                await user.send("/next")
             await asyncio.sleep(0.1)
             with contextlib.suppress(LookupError):
                 message = user.message
                 buttons = {d.split(":")[0]: d for _, d in user.buttons(message)}
-                if "a" in buttons and buttons["a"].split(":")[1] not in answered + before:
+                if "a" in buttons and buttons["a"].split(":")[1] not in tried:
                     token = buttons["a"].split(":")[1]
+                    tried.add(token)
                     await user.press("✅ Accept", message_id=message["message_id"])
                     if await _stored(services, [token], seconds=10) == 1:
                         answered.append(token)
                         break
+                    # refused (its crop finished meanwhile): the bot shows another
                 elif "n" in buttons:  # gold feedback: on to the next crop
                     await user.press(texts.NEXT, message_id=message["message_id"])
                     await asyncio.sleep(0.3)
