@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -151,24 +152,47 @@ def medcrowd_env(emulator: BotApiEmulator, data_dir: Path, url: str) -> dict[str
     }
 
 
+async def join_bare(emulator: BotApiEmulator, i: int, *, wait_s: float) -> VirtualUser:
+    """User ``i`` starts the bare bot and gets its first photo."""
+    user = emulator.user(10_000 + i, "B")
+    await user.send("/start")
+    await user.next_event("sendPhoto", timeout=wait_s)
+    return user
+
+
+async def press_bare(user: VirtualUser) -> float:
+    """Accept on the bare bot; seconds until the photo is edited."""
+    t = time.perf_counter()
+    await user.press("✅ Accept")
+    await user.next_event("editMessageMedia", timeout=60)
+    return time.perf_counter() - t
+
+
+async def join_lazy(emulator: BotApiEmulator, oracle: Oracle, i: int) -> VirtualVolunteer:
+    """Volunteer ``i`` (who accepts without looking) joins MedCrowd and gets a first crop."""
+    rng = np.random.default_rng(i)
+    volunteer = VirtualVolunteer(
+        emulator.user(10_000 + i, "V"), profile("lazy", rng), oracle, rng, timeout=60
+    )
+    await volunteer.join()
+    return volunteer
+
+
+async def answer_timed(volunteer: VirtualVolunteer) -> float:
+    """One answer; seconds from the press to the next crop."""
+    t = time.perf_counter()
+    await volunteer.answer()
+    return time.perf_counter() - t
+
+
 async def _bare(args: argparse.Namespace) -> dict[str, Any]:
     emulator = await BotApiEmulator(limits=None).start()
     process = start_bare(emulator)
     try:
         await _wait_ready(emulator)
 
-        async def join(i: int) -> VirtualUser:
-            user = emulator.user(10_000 + i, "B")
-            await user.send("/start")
-            await user.next_event("sendPhoto", timeout=60)
-            return user
-
-        async def step(user: VirtualUser) -> float:
-            t = time.perf_counter()
-            await user.press("✅ Accept")
-            await user.next_event("editMessageMedia", timeout=60)
-            return time.perf_counter() - t
-
+        join = functools.partial(join_bare, emulator, wait_s=60.0)
+        step = press_bare
         users = await asyncio.gather(*(join(i) for i in range(args.volunteers)))
         result = await _phase(list(users), args.answers, step, process.pid)
         burst = await asyncio.gather(*(join(50_000 + i) for i in range(args.burst)))
@@ -218,19 +242,8 @@ async def _medcrowd(args: argparse.Namespace, db: str, folder: Path) -> dict[str
     try:
         await _wait_ready(emulator)
 
-        async def join(i: int) -> VirtualVolunteer:
-            rng = np.random.default_rng(i)
-            volunteer = VirtualVolunteer(
-                emulator.user(10_000 + i, "V"), profile("lazy", rng), oracle, rng, timeout=60
-            )
-            await volunteer.join()
-            return volunteer
-
-        async def step(volunteer: VirtualVolunteer) -> float:
-            t = time.perf_counter()
-            await volunteer.answer()
-            return time.perf_counter() - t
-
+        join = functools.partial(join_lazy, emulator, oracle)
+        step = answer_timed
         users = await asyncio.gather(*(join(i) for i in range(args.volunteers)))
         result = await _phase(list(users), args.answers, step, process.pid)
         burst = await asyncio.gather(*(join(50_000 + i) for i in range(args.burst)))

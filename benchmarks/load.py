@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -50,7 +51,11 @@ from benchmarks.bot import (  # noqa: E402
     _pg_database,
     _stop,
     _wait_ready,
+    answer_timed,
+    join_bare,
+    join_lazy,
     medcrowd_env,
+    press_bare,
     start_bare,
 )
 from bot.campaign import leaderboard  # noqa: E402
@@ -67,9 +72,8 @@ from bot.db.models import (  # noqa: E402
 )
 from bot.db.types import utcnow  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from bot.sim.chat import VirtualUser  # noqa: E402
 from bot.sim.emulator import BotApiEmulator  # noqa: E402
-from bot.sim.volunteers import Oracle, VirtualVolunteer, profile  # noqa: E402
+from bot.sim.volunteers import Oracle  # noqa: E402
 from bot.sim.world import phantom_world  # noqa: E402
 
 RULES = {
@@ -143,18 +147,8 @@ async def _bare(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await _wait_ready(emulator)
 
-        async def join(i: int) -> VirtualUser:
-            user = emulator.user(10_000 + i, "B")
-            await user.send("/start")
-            await user.next_event("sendPhoto", timeout=120)
-            return user
-
-        async def step(user: VirtualUser) -> float:
-            t = time.perf_counter()
-            await user.press("✅ Accept")
-            await user.next_event("editMessageMedia", timeout=60)
-            return time.perf_counter() - t
-
+        join = functools.partial(join_bare, emulator, wait_s=120.0)
+        step = press_bare
         users = await _join_all(join, args.volunteers)
         return await _drive(users, args.seconds, args.think, step, process.pid, args.seed)
     finally:
@@ -286,19 +280,8 @@ async def _medcrowd(args: argparse.Namespace, run: str, folder: Path) -> dict[st
     try:
         await _wait_ready(emulator)
 
-        async def join(i: int) -> VirtualVolunteer:
-            rng = np.random.default_rng(i)
-            volunteer = VirtualVolunteer(
-                emulator.user(10_000 + i, "V"), profile("lazy", rng), oracle, rng, timeout=60
-            )
-            await volunteer.join()
-            return volunteer
-
-        async def step(volunteer: VirtualVolunteer) -> float:
-            t = time.perf_counter()
-            await volunteer.answer()
-            return time.perf_counter() - t
-
+        join = functools.partial(join_lazy, emulator, oracle)
+        step = answer_timed
         users = await _join_all(join, args.volunteers)
         result = await _drive(users, args.seconds, args.think, step, process.pid, args.seed)
         result["audit"] = await _audit(services, emulator)
