@@ -469,6 +469,13 @@ class ProposalAwareFusion:
             c = self.crops[crop]
             if c.prob is None:
                 continue
+            if c.gold is None and c.answers:
+                accepts.append(c.accept)
+            if c.gold is None and not any(m is not None for _, m, _ in c.answers.values()):
+                # Without gold or a drawn mask, a crop's pixels are the proposal itself seen
+                # through the current rates: counting them would let the rates confirm
+                # themselves (a soft halo of foreground around every proposal, growing).
+                continue
             y0, y1, x0, x1 = c.roi
             proposal = c.proposal[y0:y1, x0:x1]
             w_fg = max(c.prob.sum(), _EPS)
@@ -477,8 +484,6 @@ class ProposalAwareFusion:
             spec = float(((1 - c.prob) * ~proposal).sum() / w_bg)
             for a, weight in ((1, c.accept), (0, 1 - c.accept)):
                 stats[a] += weight * np.array([1.0, sens, spec])
-            if c.gold is None and c.answers:
-                accepts.append(c.accept)
             fg += float(c.prob.sum())
             area += c.prob.size
         prior = np.array([[0.85, 0.85], [0.95, 0.97]])
