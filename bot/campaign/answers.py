@@ -163,7 +163,11 @@ async def submit(
         if mask is None or mask.shape != proposal.shape:
             got = None if mask is None else mask.shape
             raise ValueError(f"an adjust needs a mask of shape {proposal.shape}, got {got}")
-    else:
+        if np.array_equal(mask, proposal):
+            # Sending the proposal back unchanged (a tool that gave the same outline) is an
+            # accept, whatever the path: fusion must not read it as the volunteer's drawing.
+            verdict, prompt_points = Verdict.ACCEPT, None
+    if verdict != Verdict.ADJUST:
         mask = None
     mask_key = store.put("masks", codecs.encode_mask(mask), "png")[0] if mask is not None else None
     answer = Answer(

@@ -205,6 +205,52 @@ async def test_stale_buttons_and_adjust_flow(
             tasks.check_open(assignment, await tasks.task_of(session, assignment))
 
 
+async def test_an_adjust_that_sends_the_proposal_back_unchanged_is_an_accept(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, campaign: Campaign
+) -> None:
+    """A tool that gave back the same outline (an option, a re-prompt) changed nothing: the
+    answer means "accept", on every path, so fusion does not read it as the volunteer's drawing
+    (nor undo their drawing bias on it)."""
+    crowd = Crowd(store)
+    async with sessionmaker() as session:
+        volunteer = await _volunteer(session, 31)
+        for _ in range(2):  # past the tutorial's gold crop, to a real one
+            assignment = await routing.next_assignment(
+                session, volunteer=volunteer, rng=np.random.default_rng(0)
+            )
+            view = await tasks.view(session, store, assignment)
+            same = tasks.unshown(assignment, view.proposal)
+            result = await submit(
+                session,
+                crowd=crowd,
+                store=store,
+                volunteer=volunteer,
+                assignment=assignment,
+                verdict=Verdict.ADJUST,
+                mask=same,
+                prompt_points=[{"box": [0, 0, 4, 4]}],
+            )
+            assert result.answer.verdict is Verdict.ACCEPT
+            assert result.answer.mask_key is None
+            assert result.answer.prompt_points == []
+        changed = same.copy()
+        changed[0, 0] = not changed[0, 0]
+        assignment = await routing.next_assignment(
+            session, volunteer=volunteer, rng=np.random.default_rng(0)
+        )
+        result = await submit(
+            session,
+            crowd=crowd,
+            store=store,
+            volunteer=volunteer,
+            assignment=assignment,
+            verdict=Verdict.ADJUST,
+            mask=changed,
+        )
+        assert result.answer.verdict is Verdict.ADJUST  # one pixel is a change
+        assert result.answer.mask_key is not None
+
+
 async def test_gold_answers_score_against_the_expert_in_the_crop_frame(
     sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, campaign: Campaign
 ) -> None:
