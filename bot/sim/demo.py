@@ -92,7 +92,7 @@ class DemoOptions:
             images=8,
             crops=24,
             volunteers=7,
-            answers=12,
+            answers=30,  # enough for nearly every crop to finish: the comparisons need them
             synthetic=16,
             synthesis_preset="tiny",
             quick=True,
