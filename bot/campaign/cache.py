@@ -7,7 +7,9 @@ never change them.
 
 from __future__ import annotations
 
+import itertools
 import time
+import weakref
 from typing import Any, TypeVar
 
 from sqlmodel import col, select
@@ -18,11 +20,22 @@ from bot.db.models import Campaign, CampaignStatus, Proposal
 T = TypeVar("T")
 TTL_SECONDS = 5.0
 _entries: dict[tuple[str, Any], tuple[float, Any]] = {}
+# One number per engine (or connection) ever seen. Not ``id()``: once an engine is gone, a new one
+# (another database) can get its address, and would read the old one's rows for 5 seconds.
+_binds: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_numbers = itertools.count()
+
+
+def _bind_number(bind: Any) -> int:
+    number = _binds.get(bind)
+    if number is None:
+        number = _binds[bind] = next(_numbers)
+    return number
 
 
 def _key(session: AsyncSession, kind: str, ident: Any) -> tuple[str, Any]:
     """Entries are per database: keyed by the engine (or connection) the session is bound to."""
-    return (kind, (id(session.bind), ident))
+    return (kind, (_bind_number(session.bind), ident))
 
 
 def _get(key: tuple[str, Any]) -> tuple[bool, Any]:
