@@ -71,6 +71,9 @@ class Crowd:
     # Ids below ``seen`` not folded in yet: answers another process inserted earlier but
     # committed later (ids are handed out at insert), looked for again until GAP_SECONDS pass.
     gaps: dict[int, dict[int, float]] = field(default_factory=dict)
+    # The banned volunteers each shared model was fitted with: a ban in another process changes
+    # which answers count, so a model that sees a different list is fitted again.
+    bans: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def take_refitted(self, campaign_id: int) -> bool:
         """Whether the campaign's model was fitted in full since the last call (then clears)."""
@@ -165,6 +168,18 @@ class Crowd:
         """
         if self.shared:
             await session.exec(select(func.pg_advisory_xact_lock(campaign_id)))
+            banned = (
+                await session.exec(
+                    select(Volunteer.id)
+                    .where(col(Volunteer.banned).is_(True))
+                    .order_by(col(Volunteer.id))
+                )
+            ).all()
+            now_banned = tuple(i for i in banned if i is not None)
+            if campaign_id in self.models and self.bans.get(campaign_id) != now_banned:
+                logger.info("campaign %s: bans changed elsewhere; fitting again", campaign_id)
+                self._forget(campaign_id)
+            self.bans[campaign_id] = now_banned
         model = await self.model(session, campaign_id)
         assert task.id is not None
         if self.shared:
@@ -250,11 +265,12 @@ class Crowd:
         """
         for campaign_id in list(self.models):
             async with self.lock(campaign_id):
-                self.models.pop(campaign_id, None)
-                self.added.pop(campaign_id, None)
-                self.total.pop(campaign_id, None)
-                self.seen.pop(campaign_id, None)
-                self.gaps.pop(campaign_id, None)
+                self._forget(campaign_id)
+
+    def _forget(self, campaign_id: int) -> None:
+        """Drop one campaign's model (the caller holds its lock)."""
+        for held in (self.models, self.added, self.total, self.seen, self.gaps, self.bans):
+            held.pop(campaign_id, None)
 
     def trust(self, campaign_id: int) -> dict[int, float]:
         """Volunteer id -> 1 - spammer score, as fusion has learned it (the campaign's model)."""

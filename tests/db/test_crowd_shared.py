@@ -15,7 +15,7 @@ from bot.campaign import volunteers as people
 from bot.campaign.answers import submit
 from bot.campaign.crowd import Crowd
 from bot.campaign.proposals import run_proposals
-from bot.db.models import Campaign, Task, TaskKind, Verdict
+from bot.db.models import Campaign, Task, TaskKind, Verdict, Volunteer
 from bot.jobs.proposals import LocalRunner, ProposerSpec
 from bot.store.files import FileStore
 from tests.helpers.campaigns import phantom_campaign
@@ -67,3 +67,55 @@ async def test_each_process_folds_in_the_others_answers(
     assert first.models[campaign.id].result(task.id or 0).answers == 3  # one came from `second`
     assert decisions[-1] != "continue"  # the third answer finished the crop
     assert decisions[:2] == ["continue", "continue"]
+
+
+async def test_a_ban_in_one_process_reaches_the_others_models(
+    sessionmaker: async_sessionmaker[AsyncSession], store: FileStore, tmp_path: Path
+) -> None:
+    """/ban refits the model of the process that handled it; every other process sees the new
+    list of banned volunteers with its next answer and fits again without their open answers."""
+    async with sessionmaker() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            pytest.skip("several bot processes share PostgreSQL only")
+    campaign = await phantom_campaign(sessionmaker, store, tmp_path / "ph", n=4)
+    await run_proposals(sessionmaker, store, campaign, ProposerSpec(), LocalRunner(workers=0))
+    async with sessionmaker() as session:
+        row = await session.get_one(Campaign, campaign.id)
+        row.min_answers, row.max_answers, row.tutorial_tasks, row.gold_rate = 4, 4, 0, 0.0
+        session.add(row)
+        await session.commit()
+    assert campaign.id is not None
+    first, second = Crowd(store, shared=True), Crowd(store, shared=True)
+    people_ids = []
+    task_id = None
+    async with sessionmaker() as session:
+        for i, crowd in enumerate([first, second, second]):
+            if i == 2:  # the coordinator bans the first volunteer, in the first process
+                target = await session.get_one(Volunteer, people_ids[0])
+                target.banned = True
+                session.add(target)
+                await session.commit()
+                await first.reset()
+                assert second.models[campaign.id].result(task_id or 0).answers == 2
+            volunteer = await people.volunteer_for(session, telegram_user_id=950 + i)
+            await people.give_consent(session, volunteer=volunteer)
+            await session.commit()
+            people_ids.append(volunteer.id)
+            lease = await routing.next_assignment(
+                session, volunteer=volunteer, rng=np.random.default_rng(0), now=NOON
+            )
+            task_id = task_id or lease.task_id
+            assert lease.task_id == task_id
+            await session.commit()
+            await submit(
+                session,
+                crowd=crowd,
+                store=store,
+                volunteer=volunteer,
+                assignment=lease,
+                verdict=Verdict.ACCEPT,
+                now=NOON + dt.timedelta(seconds=5),
+            )
+    # the second process's model: the two unbanned answers, not the banned volunteer's
+    assert second.models[campaign.id].result(task_id or 0).answers == 2
+    assert people_ids[0] not in second.models[campaign.id].crops[task_id or 0].answers
