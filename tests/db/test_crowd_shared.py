@@ -86,7 +86,7 @@ async def test_a_ban_in_one_process_reaches_the_others_models(
         await session.commit()
     assert campaign.id is not None
     first, second = Crowd(store, shared=True), Crowd(store, shared=True)
-    people_ids = []
+    people_ids: list[int | None] = []
     task_id = None
     async with sessionmaker() as session:
         for i, crowd in enumerate([first, second, second]):
