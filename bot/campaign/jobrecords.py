@@ -1,12 +1,18 @@
 """Job rows for background work: created running, finished done or failed with the reason.
 
 Every background job the application runs (proposals, exports, synthesis) keeps a ``Job`` row so
-coordinators can watch it (``/jobs``) and retry one that failed. A job interrupted by a crash is
-found still "running" when the bot starts again and is marked failed then, so it can be retried.
+coordinators can watch it (``/jobs``) and retry one that failed. The process running a job
+refreshes its heartbeat every ``HEARTBEAT_SECONDS``; a job still "running" whose heartbeat is
+older than ``STALE_SECONDS`` died with its process and is marked failed (``fail_interrupted``:
+when the bot starts, and every minute in its front process), so it can be retried. A job that
+another live process runs (a bot worker, a CLI command) keeps beating and is left alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +28,9 @@ from bot.db.types import utcnow
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED = "interrupted: the bot stopped while this job ran; retry it from /jobs"
+INTERRUPTED = "interrupted: the process running this job stopped; retry it from /jobs"
+HEARTBEAT_SECONDS = 20.0
+STALE_SECONDS = 120.0  # six missed heartbeats: the job's process is gone
 
 
 @dataclass
@@ -39,7 +47,26 @@ class JobHandle:
             job.done = done
             if total is not None:
                 job.total = total
+            job.heartbeat_at = utcnow()
             await session.commit()
+
+    async def beat(self) -> None:
+        """Say the job's process is alive."""
+        async with self.sessionmaker() as session:
+            job = await session.get_one(Job, self.id)
+            job.heartbeat_at = utcnow()
+            await session.commit()
+
+
+async def _keep_beating(handle: JobHandle, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+        if not stop.is_set():
+            try:
+                await handle.beat()
+            except Exception:  # a database hiccup: the next beat tries again
+                logger.warning("job %s: heartbeat not stored", handle.id, exc_info=True)
 
 
 @asynccontextmanager
@@ -60,33 +87,47 @@ async def tracked(
             params=params,
             total=total,
             started_at=utcnow(),
+            heartbeat_at=utcnow(),
         )
         session.add(job)
         await session.commit()
         assert job.id is not None
         handle = JobHandle(job.id, sessionmaker)
+    stop = asyncio.Event()
+    heart = asyncio.create_task(_keep_beating(handle, stop), name=f"job {handle.id} heartbeat")
     try:
         yield handle
     except BaseException as error:
+        stop.set()
+        await asyncio.gather(heart, return_exceptions=True)
         async with sessionmaker() as session:
             job = await session.get_one(Job, handle.id)
             job.status, job.error, job.finished_at = JobStatus.FAILED, repr(error)[:4000], utcnow()
             await session.commit()
         raise
+    stop.set()
+    await asyncio.gather(heart, return_exceptions=True)
     async with sessionmaker() as session:
         job = await session.get_one(Job, handle.id)
         job.status, job.finished_at = JobStatus.DONE, utcnow()
         await session.commit()
 
 
-async def fail_interrupted(session: AsyncSession) -> int:
-    """Mark jobs left running by a process that died as failed; returns how many.
+async def fail_interrupted(
+    session: AsyncSession, *, now: dt.datetime | None = None, stale_after: float | None = None
+) -> int:
+    """Mark failed the running jobs whose process died (no heartbeat for ``stale_after`` s).
 
-    Call it when the (single) bot process starts, before it starts any job of its own.
+    Returns how many. Jobs that a live process runs, whichever it is, keep beating and stay.
     """
+    cutoff = (now or utcnow()) - dt.timedelta(
+        seconds=STALE_SECONDS if stale_after is None else stale_after
+    )
     rows = (await session.exec(select(Job).where(col(Job.status) == JobStatus.RUNNING))).all()
-    for job in rows:
+    dead = [job for job in rows if (job.heartbeat_at or job.started_at or job.created_at) < cutoff]
+    for job in dead:
         job.status, job.error, job.finished_at = JobStatus.FAILED, INTERRUPTED, utcnow()
-    if rows:
-        logger.warning("%d interrupted job(s) marked failed", len(rows))
-    return len(rows)
+        session.add(job)
+    if dead:
+        logger.warning("%d interrupted job(s) marked failed", len(dead))
+    return len(dead)

@@ -327,6 +327,9 @@ class Job(SQLModel, table=True):
     created_at: dt.datetime = _ts()
     started_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Refreshed by the process running the job: a running job whose heartbeat stopped died
+    # with its process (any process: the bot's front, a bot worker, a CLI command).
+    heartbeat_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class InboxUpdate(SQLModel, table=True):

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import BotCommand
 from telegram.ext import (
     AIORateLimiter,
@@ -227,6 +229,23 @@ async def _digest_loop(app: BotApplication, stopping: asyncio.Event, seconds: fl
             logger.exception("digest round failed")
 
 
+async def _job_sweep_loop(
+    sessionmaker: async_sessionmaker[AsyncSession], stopping: asyncio.Event, seconds: float = 60.0
+) -> None:
+    """Every minute: mark failed the jobs whose process died (their heartbeat stopped)."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=seconds)
+        if stopping.is_set():
+            break
+        try:
+            async with sessionmaker() as session:
+                await jobrecords.fail_interrupted(session)
+                await session.commit()
+        except Exception:
+            logger.exception("job sweep failed")
+
+
 async def run_bot(
     options: BotOptions,
     services: BotServices,
@@ -273,8 +292,7 @@ async def run_bot(
             loop.add_signal_handler(sig, stopping.set)
     if front:
         async with services.sessionmaker() as session:
-            # The front process runs the jobs the bot starts: any still "running" died with an
-            # earlier one.
+            # Jobs still "running" with no heartbeat for two minutes died with their process.
             await jobrecords.fail_interrupted(session)
             await session.commit()
     async with app:
@@ -294,6 +312,8 @@ async def run_bot(
             await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])
             digest = _digest_loop(app, stopping, options.digest_seconds)
             workers.append(asyncio.create_task(digest, name="digest"))
+            sweep = _job_sweep_loop(services.sessionmaker, stopping)
+            workers.append(asyncio.create_task(sweep, name="job sweep"))
             if editor_server is not None:
                 await editor_server.start()
         if not front:
