@@ -141,6 +141,11 @@ async def submit(
     assert task.id is not None
     existing = await _existing(session, task.id, volunteer.id)
     if existing is not None:
+        if session.get_bind().dialect.name != "sqlite" and task.status == TaskStatus.OPEN:
+            # On PostgreSQL the answer is committed before fusion runs: a retried press may
+            # follow a fusion step that failed (the database went away in between). Run it
+            # again; folding an answer in twice is the same as once.
+            await _settle_again(session, crowd, store, task, existing, now)
         return Submitted(existing, duplicate=True)
     if task.status != TaskStatus.OPEN:
         raise StaleTask("that crop is already finished: here is a fresh one")
@@ -238,12 +243,40 @@ async def submit(
         # two commits loses nothing: the model is refitted from the answers on start.) SQLite
         # needs no split: its transactions hold the one write lock from their first statement.
         await session.commit()
+    decision, alerts = await _fuse(
+        session, crowd, store, campaign, task, proposal, answer, mask, now
+    )
+    return Submitted(
+        answer,
+        duplicate=False,
+        gold=gold,
+        decision=decision,
+        day_counted=day_counted,
+        alerts=alerts,
+    )
+
+
+async def _fuse(
+    session: AsyncSession,
+    crowd: Crowd,
+    store: FileStore,
+    campaign: Campaign,
+    task: Task,
+    proposal: Mask,
+    answer: Answer,
+    mask: Mask | None,
+    now: dt.datetime,
+) -> tuple[Decision | None, list[CollapseAlert]]:
+    """Fold a stored answer into fusion and retire or escalate its crop if that is due; commits."""
+    assert task.id is not None
     decision = None
     async with crowd.lock(task.campaign_id):
         result = await crowd.add(
             session, campaign_id=task.campaign_id, task=task, answer=answer, mask=mask
         )
-        if result is not None and task.kind == TaskKind.REAL:
+        if session.get_bind().dialect.name != "sqlite":
+            await session.refresh(task)  # another process may have finished it meanwhile
+        if result is not None and task.kind == TaskKind.REAL and task.status == TaskStatus.OPEN:
             decision = crowd.decide(
                 task.campaign_id,
                 task.id,
@@ -260,14 +293,27 @@ async def submit(
         if crowd.take_refitted(task.campaign_id):  # new judgements of the volunteers
             alerts = await new_alerts(session, task.campaign_id, crowd.reports(task.campaign_id))
         await session.commit()
-    return Submitted(
-        answer,
-        duplicate=False,
-        gold=gold,
-        decision=decision,
-        day_counted=day_counted,
-        alerts=alerts,
-    )
+    return decision, alerts
+
+
+async def _settle_again(
+    session: AsyncSession,
+    crowd: Crowd,
+    store: FileStore,
+    task: Task,
+    answer: Answer,
+    now: dt.datetime,
+) -> None:
+    """The fusion step of an answer stored earlier, run again (idempotent)."""
+    assert task.id is not None
+    proposal_row = await proposal_of(session, task_id=task.id)
+    if proposal_row is None:
+        return
+    campaign = await cache.campaign(session, task.campaign_id)
+    proposal = arrays.mask(store, proposal_row.mask_key)
+    mask = arrays.mask(store, answer.mask_key) if answer.mask_key else None
+    await session.commit()  # the task's row lock: fusion takes the campaign's lock first
+    await _fuse(session, crowd, store, campaign, task, proposal, answer, mask, now)
 
 
 def _priority(result: CropResult, min_answers: int) -> float:

@@ -396,3 +396,71 @@ async def test_point_taps_prompt_models_trained_on_points(
         assert labels == [0, 1]
         assert assignment.adjust["points"] == {}
         assert tasks.final_mask(store, assignment=assignment) is not None
+
+
+async def test_a_retried_press_runs_the_fusion_step_that_failed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: FileStore,
+    campaign: Campaign,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL stores the answer, then runs fusion in a transaction of its own. If the
+    database goes away in between, the press is retried: it finds its answer stored, and must
+    still fold it in and retire or escalate the crop (a full crop left open stays stuck)."""
+    async with sessionmaker() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            pytest.skip("SQLite stores the answer and runs fusion in one transaction")
+        row = await session.get_one(Campaign, campaign.id)
+        row.min_answers, row.max_answers, row.tutorial_tasks, row.gold_rate = 1, 1, 0, 0.0
+        session.add(row)
+        await session.commit()
+    crowd = Crowd(store)
+    real_add = Crowd.add
+    calls = []
+
+    async def add_fails_once(self: Crowd, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionResetError("the database went away")
+        return await real_add(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Crowd, "add", add_fails_once)
+    async with sessionmaker() as session:
+        volunteer = await _volunteer(session, 41)
+        assignment = await routing.next_assignment(
+            session, volunteer=volunteer, rng=np.random.default_rng(0)
+        )
+        task_id = assignment.task_id
+        with pytest.raises(ConnectionResetError):
+            await submit(
+                session,
+                crowd=crowd,
+                store=store,
+                volunteer=volunteer,
+                assignment=assignment,
+                verdict=Verdict.ACCEPT,
+            )
+        await session.rollback()
+    async with sessionmaker() as session:
+        task = await session.get_one(Task, task_id)
+        assert task.status == TaskStatus.OPEN  # stored, not fused: the crop is stuck open
+        volunteer = await session.get_one(Volunteer, volunteer.id)
+        assignment = await session.get_one(Assignment, assignment.id)
+        again = await submit(
+            session,
+            crowd=crowd,
+            store=store,
+            volunteer=volunteer,
+            assignment=assignment,
+            verdict=Verdict.ACCEPT,
+        )
+        assert again.duplicate
+    async with sessionmaker() as session:
+        task = await session.get_one(Task, task_id)
+        assert task.status != TaskStatus.OPEN  # one answer was all it needed
+        consensus = (
+            await session.exec(select(Consensus).where(Consensus.task_id == task_id))
+        ).one()
+        assert store.exists(consensus.mask_key)
+    assert campaign.id is not None
+    assert volunteer.id in crowd.models[campaign.id].crops[task_id].answers
