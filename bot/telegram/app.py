@@ -48,6 +48,7 @@ from bot.telegram.intake import ALLOWED_UPDATES, Intake
 from bot.telegram.transport import AiohttpRequest
 
 logger = logging.getLogger(__name__)
+JOB_SWEEP_SECONDS = 60.0  # how often the front marks failed the jobs whose process died
 
 
 class EditorHook(Protocol):
@@ -217,33 +218,26 @@ async def send_digests(app: BotApplication) -> int:
     return sent
 
 
-async def _digest_loop(app: BotApplication, stopping: asyncio.Event, seconds: float) -> None:
-    while not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=seconds)
-        if stopping.is_set():
-            break
-        try:
-            await send_digests(app)
-        except Exception:
-            logger.exception("digest round failed")
-
-
-async def _job_sweep_loop(
-    sessionmaker: async_sessionmaker[AsyncSession], stopping: asyncio.Event, seconds: float = 60.0
+async def _every(
+    seconds: float, stopping: asyncio.Event, work: Callable[[], Awaitable[object]], what: str
 ) -> None:
-    """Every minute: mark failed the jobs whose process died (their heartbeat stopped)."""
+    """Run ``work`` every ``seconds`` until ``stopping``; a failed round is logged, not fatal."""
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=seconds)
         if stopping.is_set():
             break
         try:
-            async with sessionmaker() as session:
-                await jobrecords.fail_interrupted(session)
-                await session.commit()
+            await work()
         except Exception:
-            logger.exception("job sweep failed")
+            logger.exception("%s failed", what)
+
+
+async def _sweep_jobs(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Mark failed the jobs whose process died (their heartbeat stopped)."""
+    async with sessionmaker() as session:
+        await jobrecords.fail_interrupted(session)
+        await session.commit()
 
 
 async def run_bot(
@@ -310,9 +304,13 @@ async def run_bot(
             )
         if front:  # worker processes receive nothing from Telegram, send no digests
             await app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS])
-            digest = _digest_loop(app, stopping, options.digest_seconds)
+            digest = _every(
+                options.digest_seconds, stopping, lambda: send_digests(app), "digest round"
+            )
             workers.append(asyncio.create_task(digest, name="digest"))
-            sweep = _job_sweep_loop(services.sessionmaker, stopping)
+            sweep = _every(
+                JOB_SWEEP_SECONDS, stopping, lambda: _sweep_jobs(services.sessionmaker), "job sweep"
+            )
             workers.append(asyncio.create_task(sweep, name="job sweep"))
             if editor_server is not None:
                 await editor_server.start()
