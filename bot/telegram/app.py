@@ -199,6 +199,9 @@ async def send_digests(app: BotApplication) -> int:
     sent = 0
     async with services.sessionmaker() as session:
         digests = await leaderboard.pending_digests(session)
+        # End the read before talking to Telegram: on SQLite every transaction holds the write
+        # lock, and a slow or failing send must not keep the volunteers' answers waiting.
+        await session.commit()
         for digest in digests:
             text = texts.DIGEST.format(
                 answers=digest.answers, matched=digest.matched, points=digest.points
