@@ -95,6 +95,7 @@ class _Crop:
         default_factory=dict
     )  # volunteer -> (has_mask, sensitivity, specificity, offset, P(A), spread), last estimate
     applied: dict[int, int] = field(default_factory=dict)  # volunteer -> verdict counted
+    tools: set[int] = field(default_factory=set)  # volunteers whose mask is a tool's outline
     stack: tuple[list[int], Distance, FloatArray] | None = None
     # (volunteers with a mask, their (K, h, w) signed distances, their mask areas): a cache
 
@@ -260,6 +261,10 @@ class ProposalAwareFusion:
             mask = None
         c.windows.pop(answer.volunteer, None)  # a new answer replaces the volunteer's last
         c.answers[answer.volunteer] = self._prepared(c, answer.volunteer, answer.verdict, mask)
+        if mask is not None and not answer.drawn:
+            c.tools.add(answer.volunteer)
+        else:
+            c.tools.discard(answer.volunteer)
         c.stack = None
         self.sums.setdefault(answer.volunteer, np.zeros(11))
 
@@ -330,7 +335,10 @@ class ProposalAwareFusion:
         voters, distances, areas = self._stack(c)
         p = np.array([params[v][0] for v in voters])
         q = np.array([params[v][1] for v in voters])
-        offsets = np.array([params[v][2] for v in voters], dtype=np.float32)
+        # A tool's outline carries none of the volunteer's drawing bias: nothing to undo.
+        offsets = np.array(
+            [0.0 if v in c.tools else params[v][2] for v in voters], dtype=np.float32
+        )
         spreads = np.array([params[v][4] for v in voters], dtype=np.float32)
         shifted = distances - offsets[:, None, None]  # > 0: inside the offset-corrected mask
         corrected = shifted > 0
@@ -393,7 +401,8 @@ class ProposalAwareFusion:
                     1.0,
                     float(sens[k]),
                     float(spec[k]),
-                    float(drawn[k]),
+                    # a tool's outline says nothing of how they draw: it leaves the offset be
+                    params[v][2] if v in c.tools else float(drawn[k]),
                     accept,
                     float(strays[k]),
                 )

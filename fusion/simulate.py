@@ -114,12 +114,17 @@ def _check_shares(name: str, shares: dict[str, float], allowed: tuple[str, ...])
 
 @dataclass(frozen=True)
 class Answer:
-    """One volunteer's answer on one crop; ``mask`` only with ``ADJUST``."""
+    """One volunteer's answer on one crop; ``mask`` only with ``ADJUST``.
+
+    ``drawn``: the mask is the volunteer's own outline. False for a tool's outline that they
+    only chose (a model re-run on their taps, a one-tap option): it carries no drawing bias.
+    """
 
     crop: int
     volunteer: int
     verdict: int
     mask: Mask | None = None
+    drawn: bool = True
 
 
 @dataclass

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func
@@ -43,9 +44,26 @@ async def proposal_of(session: AsyncSession, *, task_id: int) -> Proposal | None
     return await cache.proposal(session, task_id)
 
 
+def drawn_by_hand(prompt_points: list[Any]) -> bool:
+    """Whether an adjust's mask is the volunteer's own outline, not a tool's they chose.
+
+    The chat stores the Redraw's box and points, or a one-tap option; the Mini App stores the
+    decoder's prompt with ``brushed`` when the brush changed its outline afterwards. No entry: the
+    Mini App's brush alone (or an answer stored before this was recorded).
+    """
+    tools = [p for p in prompt_points if isinstance(p, dict)]
+    return not tools or any(bool(p.get("brushed")) for p in tools)
+
+
 def to_fusion(answer: Answer, mask: np.ndarray | None) -> FusionAnswer:
     """A stored answer as fusion's answer."""
-    return FusionAnswer(answer.task_id, answer.volunteer_id, VERDICT_CODES[answer.verdict], mask)
+    return FusionAnswer(
+        answer.task_id,
+        answer.volunteer_id,
+        VERDICT_CODES[answer.verdict],
+        mask,
+        drawn=drawn_by_hand(answer.prompt_points or []),
+    )
 
 
 @dataclass

@@ -312,9 +312,13 @@ async def undo(session: AsyncSession, *, assignment: Assignment) -> bool:
 
 
 def last_prompt(assignment: Assignment) -> list[Any]:
-    """The box and points of the last Redraw, as stored with an adjust answer ([] if none)."""
+    """What made the working mask, as stored with an adjust answer.
+
+    The box and points of the last Redraw, else a one-tap option: every outline in the chat is a
+    tool's, so fusion undoes no drawing bias on it.
+    """
     prompt = assignment.adjust.get("prompt")
-    return [prompt] if prompt else []
+    return [prompt] if prompt else [{"tool": "option"}]
 
 
 def final_mask(store: FileStore, *, assignment: Assignment) -> Mask | None:

@@ -406,3 +406,21 @@ def test_crops_nobody_answered_change_no_consensus(unanswered: int) -> None:
     (_, _), (sensitivity, specificity) = model.proposal_rates  # when acceptable
     assert sensitivity > 0.95  # was 0.73 with 54 unanswered crops
     assert specificity > 0.95
+
+
+def test_a_tools_outline_keeps_no_drawing_bias_of_whoever_chose_it() -> None:
+    """An under-segmenter's own outlines are widened back, but an outline a tool drew for them
+    (a model re-run on their taps, a one-tap option) carries none of their bias: it stays."""
+    proposals = dict.fromkeys(range(6), DILATED)
+    gold = dict.fromkeys(range(4), TRUTH)
+    answers = [Answer(k, 1, ADJUST, ERODED) for k in range(4)]  # draws 3 px too small
+    answers += [Answer(k, 2, ADJUST, TRUTH) for k in range(4)]
+    answers += [Answer(k, v, REJECT) for k in (4, 5) for v in (3, 4)]
+    drawn = Answer(4, 1, ADJUST, ERODED)
+    tool = Answer(5, 1, ADJUST, TRUTH, drawn=False)
+    model = _model().fit(proposals, [*answers, drawn, tool], gold)
+    assert model.volunteers()[0].offset_px < -1.5  # learned from their own outlines on gold
+    assert dice(model.result(4).mask, TRUTH) > 0.95  # their outline, widened back
+    assert dice(model.result(5).mask, TRUTH) > 0.95  # the tool's outline, as it is
+    widened = _model().fit(proposals, [*answers, drawn, Answer(5, 1, ADJUST, TRUTH)], gold)
+    assert dice(widened.result(5).mask, TRUTH) < dice(model.result(5).mask, TRUTH) - 0.03
