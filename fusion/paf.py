@@ -481,7 +481,7 @@ class ProposalAwareFusion:
             if c.gold is None and c.answers:
                 accepts.append(c.accept)
             if c.gold is None and not any(m is not None for _, m, _ in c.answers.values()):
-                # Without gold or a drawn mask, a crop's pixels are the proposal itself seen
+                # Without gold or a mask (drawn or a tool's), a crop's pixels are the proposal seen
                 # through the current rates: counting them would let the rates confirm
                 # themselves (a soft halo of foreground around every proposal, growing).
                 continue

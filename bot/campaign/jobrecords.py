@@ -41,19 +41,15 @@ class JobHandle:
     sessionmaker: async_sessionmaker[AsyncSession]
 
     async def progress(self, done: int, total: int | None = None) -> None:
-        """Record how far the job got."""
-        async with self.sessionmaker() as session:
-            job = await session.get_one(Job, self.id)
-            job.done = done
-            if total is not None:
-                job.total = total
-            job.heartbeat_at = utcnow()
-            await session.commit()
+        """Record how far the job got (a heartbeat too)."""
+        await self.beat(done=done, **({} if total is None else {"total": total}))
 
-    async def beat(self) -> None:
-        """Say the job's process is alive."""
+    async def beat(self, **changes: Any) -> None:
+        """Say the job's process is alive, storing ``changes`` to the job's row with it."""
         async with self.sessionmaker() as session:
             job = await session.get_one(Job, self.id)
+            for name, value in changes.items():
+                setattr(job, name, value)
             job.heartbeat_at = utcnow()
             await session.commit()
 
@@ -96,17 +92,17 @@ async def tracked(
     stop = asyncio.Event()
     heart = asyncio.create_task(_keep_beating(handle, stop), name=f"job {handle.id} heartbeat")
     try:
-        yield handle
+        try:
+            yield handle
+        finally:  # no beat after the job's last word
+            stop.set()
+            await asyncio.gather(heart, return_exceptions=True)
     except BaseException as error:
-        stop.set()
-        await asyncio.gather(heart, return_exceptions=True)
         async with sessionmaker() as session:
             job = await session.get_one(Job, handle.id)
             job.status, job.error, job.finished_at = JobStatus.FAILED, repr(error)[:4000], utcnow()
             await session.commit()
         raise
-    stop.set()
-    await asyncio.gather(heart, return_exceptions=True)
     async with sessionmaker() as session:
         job = await session.get_one(Job, handle.id)
         job.status, job.finished_at = JobStatus.DONE, utcnow()

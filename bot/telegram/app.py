@@ -288,10 +288,7 @@ async def run_bot(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
     if front:
-        async with services.sessionmaker() as session:
-            # Jobs still "running" with no heartbeat for two minutes died with their process.
-            await jobrecords.fail_interrupted(session)
-            await session.commit()
+        await _sweep_jobs(services.sessionmaker)  # and every minute while it runs
     async with app:
         await app.start()
         workers = [
