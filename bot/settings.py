@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (or slice stack) accepted, in pixels."
     )
+    min_image_side: int = Field(
+        32, ge=1, description="Smallest image side accepted, in pixels (smaller: mostly padding)."
+    )
     max_file_bytes: int = Field(
         512 << 20, ge=1, description="Largest single input file, after decompression."
     )

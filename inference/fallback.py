@@ -96,16 +96,20 @@ class FallbackProposer:
             for (px, py), label in zip(pts, labels, strict=True):
                 near = (xx - px) ** 2 + (yy - py) ** 2 <= 4.0
                 seeds[near] = 1 if label == 1 else 2
-        if not (seeds == 1).any() or not (seeds == 2).any():
+        flat = not np.isfinite(region).all() or float(np.ptp(region)) <= 1e-12
+        if flat or not (seeds == 1).any() or not (seeds == 2).any():
+            # No seeds of one kind, or no contrast to walk on (a blanked or padded region).
             prob_region = np.full(region.shape, 0.5)
         else:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
                 # Solver round-off can leave probabilities a hair outside [0, 1]; clipped below.
                 warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)
                 full = random_walker(
                     region, seeds, beta=self.config.beta, mode="cg_j", return_full_prob=True
                 )
-            prob_region = np.clip(np.asarray(full[0], dtype=np.float64), 0.0, 1.0)
+            walked = np.nan_to_num(np.asarray(full[0], dtype=np.float64), nan=0.5)
+            prob_region = np.clip(walked, 0.0, 1.0)
         prob = np.zeros((h, w), dtype=np.float32)
         prob[ry0:ry1, rx0:rx1] = np.where(inside, prob_region, 0.0)
         stability = stability_score(prob)

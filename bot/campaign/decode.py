@@ -13,14 +13,16 @@ import io
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 from PIL import ImageSequence
 
+from bot.campaign import dicom
+from bot.campaign.geometry import dicom_affine, nifti_stored_affine, sort_frames
 from bot.store.files import sha256_hex
 
 G = TypeVar("G", bound=np.generic)
@@ -43,9 +45,6 @@ PIL_FAILURES = (
     PILImage.DecompressionBombError,
     PILImage.DecompressionBombWarning,
 )
-MODALITIES = frozenset(
-    {"CT", "MR", "US", "CR", "DX", "MG", "XA", "RF", "PT", "NM", "OT", "SM", "XC", "ES", "OP", "GM"}
-)
 
 
 class Rejected(Exception):
@@ -57,6 +56,7 @@ class Limits:
     """Caps on what one upload may cost."""
 
     max_pixels: int = 40_000_000
+    min_side: int = 32  # smaller images would be crops of mostly padding
     max_file_bytes: int = 512 << 20
     max_ratio: float = 1100.0  # above single-pass deflate's ~1032:1, so only exotic bombs trip it
     ratio_floor_bytes: int = 1 << 20  # small outputs are harmless whatever their ratio
@@ -74,6 +74,11 @@ class Decoded:
     modality: str
     volume_hash: str | None = None
     slice_count: int | None = None
+    geometry: list[dict[str, Any] | None] | None = None  # per slice, see bot.campaign.geometry
+    frames: int = 1  # frames or slices in the source, each either an image or a report line
+    burned_in: bool = False  # the file declares burned-in annotation
+    suspect_text: bool = False  # a kind of image that often carries text (US, screenshots)
+    notes: list[str] = field(default_factory=list)
 
 
 def is_nifti_name(name: str) -> bool:
@@ -157,94 +162,94 @@ def decode_raster(data: bytes, limits: Limits) -> Decoded:
             raise Rejected(f"image data is truncated or corrupt ({error})") from None
     if frames > 1:
         return Decoded(
-            slices, list(range(frames)), "unknown", volume_hash=sha256_hex(data), slice_count=frames
+            slices,
+            list(range(frames)),
+            "unknown",
+            volume_hash=sha256_hex(data),
+            slice_count=frames,
+            frames=frames,
+            suspect_text=True,
         )
-    return Decoded(slices, [None], "unknown")
+    # A picture file may be a screenshot or a viewer's export: look for text on it.
+    return Decoded(slices, [None], "unknown", suspect_text=True)
 
 
 def decode_dicom(data: bytes, limits: Limits, *, force: bool) -> Decoded:
-    """Decode a DICOM file's pixels; no tag survives but a whitelisted modality code."""
+    """Decode a DICOM image's pixels (every frame); only whitelisted fields survive."""
     try:
-        return _decode_dicom(data, limits, force=force)
-    except Rejected:
-        raise
+        dataset = dicom.read_dataset(data, force=force)
+        head = dicom.header(dataset)
+        image = dicom.decode(dataset, head, limits.max_pixels)
+    except dicom.DicomProblem as error:
+        raise Rejected(str(error)) from None
     except Exception as error:  # pydicom converts elements lazily: a broken one fails on use
-        raise Rejected(f"not a valid DICOM file ({type(error).__name__})") from None
-
-
-def _decode_dicom(data: bytes, limits: Limits, *, force: bool) -> Decoded:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels.processing import apply_modality_lut, convert_color_space
-
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=force)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
-        raise Rejected("not a valid DICOM file") from None
-    if "PixelData" not in dataset:
-        raise Rejected("DICOM file has no pixel data (a report or structured document?)")
-    try:
-        rows, cols = int(dataset.Rows), int(dataset.Columns)
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        raise Rejected("DICOM file lacks Rows/Columns") from None
-    _check_pixels(rows * cols * max(frames, 1), limits)
-    try:
-        pixels = dataset.pixel_array
-    except Exception as error:  # pydicom raises many types for unsupported or broken pixel data
-        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
         raise Rejected(
-            f"DICOM pixel data cannot be decoded (transfer syntax {syntax}): {error}"
+            f"not a valid DICOM file (a damaged element: {type(error).__name__})"
         ) from None
-    declared = (rows, cols) if frames <= 1 else (frames, rows, cols)
-    if pixels.shape[: len(declared)] != declared or pixels.shape[len(declared) :] not in ((), (3,)):
-        raise Rejected(
-            f"DICOM pixel data has shape {pixels.shape}, not the {frames} frame(s) of "
-            f"{rows}x{cols} (grey or RGB) its header declares"
-        )
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-    stack = pixels if frames > 1 else pixels[np.newaxis]
-    slices: list[npt.NDArray[np.uint8]] = []
-    if samples == 3:
-        if photometric.startswith("YBR"):
-            stack = convert_color_space(stack, photometric, "RGB")
-        slices = [window_to_uint8(frame) if frame.dtype != np.uint8 else frame for frame in stack]
-    else:
-        values = np.asarray(apply_modality_lut(stack, dataset), dtype=np.float64)
-        window = _dicom_window(dataset)
-        image = window_to_uint8(values, window)
-        if photometric == "MONOCHROME1":
-            image = 255 - image
-        slices = list(image)
-    modality = str(dataset.get("Modality", "")).upper()
-    modality = modality if modality in MODALITIES else "unknown"
-    if frames > 1:
-        return Decoded(slices, list(range(frames)), modality, sha256_hex(data), frames)
-    return Decoded(slices, [None], modality)
+    return dicom_decoded([image], data)
 
 
-def _first_number(value: object) -> float | None:
-    """The first value of a possibly multi-valued DICOM number, or None."""
-    if isinstance(value, str | bytes) or value is None:
-        return None
-    if not isinstance(value, int | float):
+def decode_series(names: list[str], blobs: list[bytes], limits: Limits) -> Decoded:
+    """Decode the files of one DICOM series into one volume, sorted along the slice normal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode_series(names, blobs, limits)
+
+
+def _decode_series(names: list[str], blobs: list[bytes], limits: Limits) -> Decoded:
+    images: list[dicom.DicomImage] = []
+    numbers: list[int | None] = []
+    total = 0
+    for name, data in zip(names, blobs, strict=True):
+        short = name.rsplit("/", 1)[-1]
         try:
-            value = next(iter(value))  # type: ignore[call-overload]
-        except (TypeError, StopIteration):
-            return None
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+            dataset = dicom.read_dataset(data, force=True)
+            head = dicom.header(dataset)
+            before = total
+            total += head.rows * head.columns * head.frames
+            # The cap holds for the whole series: each file may use what the others left.
+            images.append(dicom.decode(dataset, head, limits.max_pixels - before))
+        except dicom.DicomProblem as error:
+            raise Rejected(f"{short}: {error}") from None
+        except Rejected:
+            raise
+        except Exception as error:  # pydicom converts elements lazily
+            raise Rejected(f"{short}: not a valid DICOM file ({type(error).__name__})") from None
+        numbers.append(head.instance_number)
+    order = sort_frames([image.frame_geometry[0] for image in images], numbers)
+    ordered = [images[i] for i in order]
+    digest = sha256_hex(b"".join(sha256_hex(blobs[i]).encode() for i in order))
+    return dicom_decoded(ordered, None, digest=digest)
 
 
-def _dicom_window(dataset: object) -> tuple[float, float] | None:
-    centre = _first_number(getattr(dataset, "WindowCenter", None))
-    width = _first_number(getattr(dataset, "WindowWidth", None))
-    if centre is None or width is None or width <= 0:
-        return None
-    return (centre, width)
+def dicom_decoded(
+    images: list[dicom.DicomImage], data: bytes | None, *, digest: str | None = None
+) -> Decoded:
+    """One Decoded from DICOM objects already in slice order (one object, or a series)."""
+    frames = [frame for image in images for frame in image.frames]
+    geometry = [g for image in images for g in image.frame_geometry]
+    first = images[0]
+    affine, notes = dicom_affine(geometry)
+    volume = {"affine": affine, "source": {"kind": "dicom", **first.study}}
+    per_slice: list[dict[str, Any] | None] = [{"volume": volume, "slice": g} for g in geometry]
+    count = len(frames)
+    volume_hash: str | None = None
+    if count > 1:
+        volume_hash = digest or sha256_hex(
+            data if data is not None else b"".join(f.tobytes() for f in frames)
+        )
+    return Decoded(
+        frames,
+        list(range(count)) if count > 1 else [None],
+        first.modality,
+        volume_hash=volume_hash,
+        slice_count=count if count > 1 else None,
+        geometry=per_slice,
+        frames=count,
+        burned_in=any(i.burned_in for i in images),
+        suspect_text=any(i.suspect_text for i in images),
+        notes=notes + [n for i in images for n in i.notes],
+    )
 
 
 def gunzip_capped(data: bytes, limits: Limits) -> bytes:
@@ -265,40 +270,71 @@ def gunzip_capped(data: bytes, limits: Limits) -> bytes:
     return out.getvalue()
 
 
+@dataclass(frozen=True)
+class NiftiVolume:
+    """A NIfTI file's voxels in canonical (RAS) order, and how to give masks back in its frame."""
+
+    voxels: npt.NDArray[np.float32]  # (X, Y, Z), Z may be 1
+    canonical_affine: npt.NDArray[np.float64]
+    source: dict[str, Any]  # {"kind": "nifti", "shape", "affine", "qform_code", "sform_code"}
+
+
 def load_nifti_array(data: bytes, limits: Limits) -> npt.NDArray[np.float32]:
     """A NIfTI file's voxels in canonical (RAS) orientation, as (X, Y, Z) float32; Z may be 1."""
+    return load_nifti(data, limits).voxels
+
+
+def load_nifti(data: bytes, limits: Limits) -> NiftiVolume:
+    """Read a NIfTI-1/2 file (gzipped or not) into its canonical volume and source geometry."""
     import nibabel as nib
 
+    dicom.quiet_readers()
     raw = gunzip_capped(data, limits) if data[:2] == b"\x1f\x8b" else data
     image = None
-    for cls in (nib.Nifti1Image, nib.Nifti2Image):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cls in (nib.Nifti1Image, nib.Nifti2Image):
+            try:
+                image = cls.from_bytes(raw)
+                break
+            except Exception:  # nibabel raises assorted errors for a header of the other version
+                continue
+        if image is None:
+            raise Rejected("not a valid NIfTI file")
+        intent = int(image.header.get("intent_code", 0))
+        if 3000 <= intent < 3100:
+            raise Rejected("a CIFTI-2 file is a brain-surface or connectivity matrix, not an image")
+        shape = tuple(int(v) for v in image.shape)
+        if len(shape) > 3 and any(v > 1 for v in shape[3:]):
+            raise Rejected(
+                f"NIfTI is {len(shape)}D {shape}; only 2D and 3D are accepted (split 4D series)"
+            )
+        if len(shape) < 2:
+            raise Rejected(f"NIfTI has shape {shape}; need 2D or 3D")
+        _check_pixels(int(np.prod(shape)), limits)
         try:
-            image = cls.from_bytes(raw)
-            break
-        except Exception:  # nibabel raises assorted errors for a header of the other version
-            continue
-    if image is None:
-        raise Rejected("not a valid NIfTI file")
-    shape = tuple(int(v) for v in image.shape)
-    if len(shape) > 3 and any(v > 1 for v in shape[3:]):
-        raise Rejected(
-            f"NIfTI is {len(shape)}D {shape}; only 2D and 3D are accepted (split 4D series)"
-        )
-    if len(shape) < 2:
-        raise Rejected(f"NIfTI has shape {shape}; need 2D or 3D")
-    _check_pixels(int(np.prod(shape)), limits)
-    try:
-        canonical = nib.as_closest_canonical(nib.squeeze_image(image))
-        volume = np.asarray(canonical.get_fdata(dtype=np.float32))
-    except Exception as error:  # truncated data surfaces here
-        raise Rejected(
-            f"NIfTI voxel data is truncated or corrupt ({type(error).__name__})"
-        ) from None
-    if volume.ndim == 2:
-        volume = volume[:, :, np.newaxis]
+            squeezed = nib.squeeze_image(image)
+            if len(squeezed.shape) == 2:  # a 2D file: give it a third axis of one
+                squeezed = nib.Nifti1Image(
+                    np.asanyarray(squeezed.dataobj)[:, :, np.newaxis], squeezed.affine
+                )
+            canonical = nib.as_closest_canonical(squeezed)
+            volume = np.asarray(canonical.get_fdata(dtype=np.float32))
+        except Exception as error:  # truncated data surfaces here
+            raise Rejected(
+                f"NIfTI voxel data is truncated or corrupt ({type(error).__name__})"
+            ) from None
+        header = image.header
+        source = {
+            "kind": "nifti",
+            "shape": list(shape),
+            "affine": np.asarray(squeezed.affine, dtype=np.float64).tolist(),
+            "qform_code": int(header["qform_code"]),
+            "sform_code": int(header["sform_code"]),
+        }
     if volume.ndim != 3 or 0 in volume.shape:  # a header declaring 0 voxels along an axis
         raise Rejected(f"NIfTI has shape {shape}; need 2D or 3D with no empty axis")
-    return volume
+    return NiftiVolume(volume, np.asarray(canonical.affine, dtype=np.float64), source)
 
 
 def nifti_slice_view(plane: npt.NDArray[G]) -> npt.NDArray[G]:
@@ -308,17 +344,47 @@ def nifti_slice_view(plane: npt.NDArray[G]) -> npt.NDArray[G]:
 
 def decode_nifti(data: bytes, limits: Limits) -> Decoded:
     """Decode a 2D or 3D NIfTI file into axial slices with one window for the whole volume."""
-    volume = load_nifti_array(data, limits)
+    nifti = load_nifti(data, limits)
+    volume = nifti.voxels
     depth = volume.shape[2]
+    if not np.isfinite(volume).any():
+        raise Rejected("NIfTI has no finite voxel values")
     scaled = window_to_uint8(volume)
     slices = [nifti_slice_view(scaled[:, :, k]) for k in range(depth)]
+    height = slices[0].shape[0]
+    block = {
+        "volume": {
+            "affine": nifti_stored_affine(nifti.canonical_affine, height),
+            "source": nifti.source,
+        },
+        "slice": None,
+    }
+    geometry: list[dict[str, Any] | None] = [block] * depth
     if depth == 1:
-        return Decoded(slices, [None], "unknown")
-    return Decoded(slices, list(range(depth)), "unknown", sha256_hex(data), depth)
+        return Decoded(slices, [None], "unknown", geometry=geometry)
+    return Decoded(
+        slices,
+        list(range(depth)),
+        "unknown",
+        sha256_hex(data),
+        depth,
+        geometry=geometry,
+        frames=depth,
+    )
 
 
 def decode_image(name: str, data: bytes, limits: Limits) -> Decoded:
-    """Decode any accepted format, choosing the decoder by content first, then by name."""
+    """Decode any accepted format, choosing the decoder by content first, then by name.
+
+    The readers' own warnings (pydicom's lazy element checks, nibabel's header fixes) never
+    reach a terminal: every problem that matters is a ``Rejected`` reason or a note.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode_image(name, data, limits)
+
+
+def _decode_image(name: str, data: bytes, limits: Limits) -> Decoded:
     if not data:
         raise Rejected("empty file (0 bytes)")
     if len(data) > limits.max_file_bytes:

@@ -5,7 +5,11 @@ Layout of ``<campaign>-<timestamp>.zip``::
     images/<image_id>.png        the normalised, de-identified source images
     masks/<image_id>.png         every finished crop's consensus pasted into its image (union)
     probs/<task_id>.png          fusion's probability map per finished crop (crop frame, 8 bit)
-    volumes/<volume>.nii.gz      for 3D sources: the slices' masks stacked back into a volume
+    volumes/<volume>.nii.gz      for 3D and NIfTI sources: the masks in the source's own voxel
+                                 grid, orientation and affine (docs/export.md)
+    volumes/<volume>.seg.dcm     for DICOM sources with patient geometry: a DICOM SEG that
+                                 references the source instances
+    volumes/volumes.json         each volume file's source, shape, affine and slices
     coco.json                    COCO instances: one annotation per finished crop, RLE in the
                                  image frame (uncompressed ``counts``, column-major, as COCO)
     answers.csv                  every raw answer, with pseudonymous volunteer ids
@@ -42,12 +46,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.campaign import arrays
 from bot.campaign.crops import CropTransform, mask_to_image
 from bot.campaign.progress import gold_quality, mean_or_none
+from bot.campaign.volumes import write_volumes
 from bot.db.models import (
     Answer,
     Campaign,
     Consensus,
     GoldScore,
     Image,
+    Proposal,
     SyntheticPair,
     Task,
     TaskKind,
@@ -140,6 +146,16 @@ async def export_campaign(
             .group_by(col(GoldScore.volunteer_id))
         )
     ).all()
+    proposal_counts = dict(
+        (
+            await session.exec(
+                select(Proposal.model_id, func.count())
+                .join(Task, col(Task.id) == Proposal.task_id)
+                .where(Task.campaign_id == campaign.id)
+                .group_by(col(Proposal.model_id))
+            )
+        ).all()
+    )
     coco: dict[str, Any] = {
         "info": {"description": f"MedCrowd campaign {campaign.name}", "date_created": stamp},
         "categories": [{"id": 1, "name": campaign.structure}],
@@ -147,7 +163,6 @@ async def export_campaign(
         "annotations": [],
     }
     union: dict[int, Mask] = {}
-    volumes: dict[str, dict[int, Mask]] = defaultdict(dict)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for image_id, image in sorted(images.items()):
             assert image_id is not None
@@ -179,8 +194,6 @@ async def export_campaign(
             t = CropTransform(task.crop_x0, task.crop_y0, task.crop_side, task.crop_out)
             full = mask_to_image(mask_crop, t, image.width, image.height)
             union[task.image_id] = union.get(task.image_id, np.zeros_like(full)) | full
-            if image.volume_hash and image.slice_index is not None:
-                volumes[image.volume_hash][image.slice_index] = union[task.image_id]
             ys, xs = np.nonzero(full)
             bbox = (
                 [
@@ -206,12 +219,18 @@ async def export_campaign(
                     "iscrowd": 0,
                 }
             )
+        for image_id, image in images.items():
+            if image.gold_mask_key:  # the expert's whole mask, exact even where crops shrink
+                assert image_id is not None
+                full = arrays.mask(store, image.gold_mask_key)
+                union[image_id] = union.get(image_id, np.zeros_like(full)) | full
         for image_id, mask in sorted(union.items()):
             archive.writestr(f"masks/{image_id}.png", _png(mask))
-        for volume_hash, slices in sorted(volumes.items()):
-            archive.writestr(
-                f"volumes/{volume_hash[:16]}.nii.gz", _nifti(images, volume_hash, slices)
-            )
+        manifest = await asyncio.to_thread(
+            write_volumes, archive, list(images.values()), union, campaign.structure
+        )
+        if manifest:
+            archive.writestr("volumes/volumes.json", json.dumps(manifest, indent=1))
         archive.writestr("coco.json", json.dumps(coco))
         archive.writestr(
             "answers.csv",
@@ -308,7 +327,8 @@ async def export_campaign(
                 "crop_size": campaign.crop_size,
                 "crop_margin": campaign.crop_margin,
             },
-            "proposal_models": sorted(gold.model_ids),
+            "proposal_models": sorted(set(proposal_counts) | gold.model_ids),
+            "proposals_by_model": {k: int(v) for k, v in sorted(proposal_counts.items())},
             "proposal_dice_on_gold": _rounded(mean_or_none(gold.proposal_dice)),
             "consensus_dice_on_gold": _rounded(mean_or_none(gold.consensus_dice)),
             "synthetic_pairs": len(synthetic),
@@ -333,22 +353,6 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _nifti(images: dict[Any, Image], volume_hash: str, slices: dict[int, Mask]) -> bytes:
-    """The masks of one 3D source stacked by slice index (missing slices empty), as .nii.gz."""
-    import gzip
-
-    import nibabel as nib
-
-    members = [i for i in images.values() if i.volume_hash == volume_hash]
-    count = max([i.slice_count or 0 for i in members] + [max(slices) + 1 if slices else 0])
-    height, width = members[0].height, members[0].width
-    volume = np.zeros((width, height, count), dtype=np.uint8)  # NIfTI order: x, y, z
-    for index, mask in slices.items():
-        volume[:, :, index] = mask.T
-    image = nib.Nifti1Image(volume, affine=np.eye(4))
-    return gzip.compress(image.to_bytes(), mtime=0)
-
-
 def _datasheet_md(sheet: dict[str, Any]) -> str:
     rules = sheet["rules"]
     return "\n".join(
@@ -361,12 +365,18 @@ def _datasheet_md(sheet: dict[str, Any]) -> str:
             f"* {sheet['answers']} answers from {sheet['volunteers']} volunteers (pseudonymous)",
             f"* rules: {rules['min_answers']}-{rules['max_answers']} answers per crop, retire at "
             f"confidence {rules['retire_confidence']}, gold rate {rules['gold_rate']}",
-            f"* proposal models: {', '.join(sheet['proposal_models']) or 'none'}",
+            "* proposal models: "
+            + (
+                ", ".join(f"{k} ({v} crops)" for k, v in sheet["proposals_by_model"].items())
+                or ", ".join(sheet["proposal_models"])
+                or "none"
+            ),
             f"* proposal Dice on gold: {sheet['proposal_dice_on_gold']}",
             f"* consensus Dice on gold: {sheet['consensus_dice_on_gold']}",
             "",
             "Masks are in each image's frame; `coco.json` holds one annotation per crop "
-            "(RLE, column-major, uncompressed counts).",
+            "(RLE, column-major, uncompressed counts). `volumes/` gives 3D, NIfTI and DICOM "
+            "sources their masks back in the source's own frame (see `volumes/volumes.json`).",
             "",
         ]
     )

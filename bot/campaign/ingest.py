@@ -25,9 +25,19 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.campaign.boxes import BoxTable, boxes_from_mask, gold_for_box, grid_boxes
+from bot.campaign.burnedin import TextRegion, blank_regions, find_text, overlaps
 from bot.campaign.crops import Box, cut_crop, mask_to_crop, plan_crop, validate_box
-from bot.campaign.decode import Rejected, decode_image, decode_mask, strip_suffix
+from bot.campaign.decode import (
+    Decoded,
+    Rejected,
+    decode_image,
+    decode_mask,
+    decode_series,
+    strip_suffix,
+)
+from bot.campaign.dicom_gold import GoldProblem, masks_for
 from bot.campaign.errors import InvalidBox
+from bot.campaign.series import DicomGold, Unit, plan_units
 from bot.campaign.sources import ArchiveLimits, Source, SourceRejection, iter_sources
 from bot.db import queries
 from bot.db.models import Campaign, Image, Task, TaskKind
@@ -37,6 +47,7 @@ from bot.store.files import FileStore, sha256_hex
 logger = logging.getLogger(__name__)
 
 Status = Literal["ingested", "duplicate", "rejected"]
+_GOLD_NAMES = {"seg": "Segmentation", "rtstruct": "RT Structure Set"}
 _MASK_SUFFIX = re.compile(r"(?i)[_-](mask|seg|gt|label|labels|truth)$")
 
 
@@ -48,6 +59,8 @@ class IngestOptions:
     boxes: BoxTable | None = None
     grid: tuple[int, int] | None = None
     modality: str | None = None
+    dicom_gold: list[DicomGold] = field(default_factory=list)  # SEG / RTSTRUCT in the upload
+    used_gold: set[str] = field(default_factory=set)  # filled in as gold finds its images
 
 
 @dataclass
@@ -61,6 +74,8 @@ class FileReport:
     tasks: int = 0
     gold_tasks: int = 0
     duplicate_of: str | None = None
+    frames: int = 0  # frames or slices in the file (a series counts its files' frames)
+    notes: list[str] = field(default_factory=list)  # text blanked, slices skipped, and why
 
 
 @dataclass
@@ -77,6 +92,7 @@ class IngestReport:
             s: sum(1 for f in self.files if f.status == s)
             for s in ("ingested", "duplicate", "rejected")
         }
+        out["frames"] = sum(f.frames for f in self.files)
         out["images"] = sum(f.images for f in self.files)
         out["tasks"] = sum(f.tasks for f in self.files)
         out["gold_tasks"] = sum(f.gold_tasks for f in self.files)
@@ -87,7 +103,10 @@ class IngestReport:
         body = {
             "campaign": self.campaign,
             "summary": self.counts(),
-            "files": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files],
+            "files": [
+                {k: v for k, v in asdict(f).items() if v is not None and v != []}
+                for f in self.files
+            ],
             "unmatched_masks": self.unmatched_masks,
         }
         return json.dumps(body, indent=2)
@@ -124,6 +143,8 @@ class PreparedImage:
     channels: int
     slice_index: int | None
     crops: list[PreparedCrop]
+    geometry: str | None = None  # JSON, see bot.campaign.geometry
+    gold_png: bytes | None = None  # the expert's whole-image mask
 
 
 @dataclass(frozen=True)
@@ -137,6 +158,8 @@ class PreparedFile:
     slice_count: int | None
     images: list[PreparedImage]
     no_boxes: str  # why an image without crops cannot be ingested
+    frames: int = 1
+    notes: list[str] = field(default_factory=list)
 
 
 def mask_key(name: str) -> str:
@@ -178,38 +201,125 @@ def _boxes_for(table: BoxTable | None, basename: str, slice_index: int | None) -
 def prepare_file(
     source: Source, options: IngestOptions, campaign: Campaign, limits: ArchiveLimits
 ) -> PreparedFile:
-    """Decode and validate one input file and cut its crops; raises ``Rejected``. Writes nothing.
+    """Decode and validate one input file and cut its crops; raises ``Rejected``. Writes nothing."""
+    return prepare_unit(Unit(source.name, source.basename, [source]), options, campaign, limits)
+
+
+def _decode_unit(unit: Unit, limits: ArchiveLimits) -> Decoded:
+    if len(unit.sources) == 1:
+        return decode_image(unit.sources[0].name, unit.sources[0].data, limits)
+    return decode_series([s.name for s in unit.sources], [s.data for s in unit.sources], limits)
+
+
+def _expert_masks(
+    unit: Unit, decoded: Decoded, options: IngestOptions, limits: ArchiveLimits
+) -> tuple[list[npt.NDArray[np.bool_] | None] | None, list[str]]:
+    """The expert's mask per slice (by file stem, or DICOM gold by reference), and notes."""
+    stem = strip_suffix(unit.basename)
+    mask_source = options.masks.get(stem)
+    if mask_source is not None:
+        listed = decode_mask(mask_source.basename, mask_source.data, limits)
+        if len(listed) != len(decoded.slices):
+            raise Rejected(
+                f"mask {mask_source.basename} has {len(listed)} slices, "
+                f"image has {len(decoded.slices)}"
+            )
+        masks: list[npt.NDArray[np.bool_] | None] = list(listed)
+        return masks, []
+    geometry = [(g or {}).get("slice") for g in (decoded.geometry or [])]
+    found: list[npt.NDArray[np.bool_] | None] | None = None
+    notes: list[str] = []
+    for gold in options.dicom_gold:
+        try:
+            covered = masks_for(gold, geometry)
+        except GoldProblem as error:
+            raise Rejected(f"gold {gold.name.rsplit('/', 1)[-1]}: {error}") from None
+        if covered is None:
+            continue
+        options.used_gold.add(gold.name)
+        notes.append(f"gold from {gold.name.rsplit('/', 1)[-1]}")
+        if found is None:
+            found = covered
+        else:
+            found = [
+                a if b is None else b if a is None else a | b
+                for a, b in zip(found, covered, strict=True)
+            ]
+    return found, notes
+
+
+def _clean_text(
+    decoded: Decoded,
+) -> tuple[list[npt.NDArray[np.uint8]], list[list[TextRegion]], list[str]]:
+    """Blank burned-in text on every slice that may carry it; refuse what cannot be cleaned."""
+    if not (decoded.burned_in or decoded.suspect_text):
+        return decoded.slices, [[] for _ in decoded.slices], []
+    cleaned: list[npt.NDArray[np.uint8]] = []
+    regions: list[list[TextRegion]] = []
+    for pixels in decoded.slices:
+        found = find_text(pixels)
+        regions.append(found)
+        cleaned.append(blank_regions(pixels, found) if found else pixels)
+    count = sum(len(r) for r in regions)
+    if decoded.burned_in and count == 0:
+        raise Rejected(
+            "the file declares burned-in patient text (BurnedInAnnotation YES) that MedCrowd "
+            "could not locate to blank: remove it before uploading"
+        )
+    notes = []
+    if count:
+        where = sum(1 for r in regions if r)
+        notes.append(
+            f"burned-in text blanked: {count} region(s) on {where} of {len(regions)} frame(s)"
+        )
+    return cleaned, regions, notes
+
+
+def _ranges(indices: list[int]) -> str:
+    parts: list[str] = []
+    for index in indices:
+        if parts and parts[-1].split("-")[-1] == str(index - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{index}"
+        else:
+            parts.append(str(index))
+    return ", ".join(parts)
+
+
+def prepare_unit(
+    unit: Unit, options: IngestOptions, campaign: Campaign, limits: ArchiveLimits
+) -> PreparedFile:
+    """Decode and validate one file or DICOM series and cut its crops; raises ``Rejected``.
 
     Every image (slice) is returned with its PNG and crops; one with no box has no crops.
     """
-    decoded = decode_image(source.name, source.data, limits)
-    stem = strip_suffix(source.basename)
-    masks: list[npt.NDArray[np.bool_]] | None = None
-    mask_source = options.masks.get(stem)
-    if mask_source is not None:
-        masks = decode_mask(mask_source.basename, mask_source.data, limits)
-        if len(masks) != len(decoded.slices):
-            raise Rejected(
-                f"mask {mask_source.basename} has {len(masks)} slices, "
-                f"image has {len(decoded.slices)}"
-            )
+    decoded = _decode_unit(unit, limits)
+    height, width = decoded.slices[0].shape[:2]
+    if min(height, width) < limits.min_side:
+        raise Rejected(
+            f"image is {width}x{height} pixels, under the {limits.min_side}-pixel minimum side "
+            "(its crops would be mostly padding)"
+        )
+    masks, notes = _expert_masks(unit, decoded, options, limits)
+    notes = list(decoded.notes) + notes
+    if masks is not None:
         for mask_hw, pixels in zip(masks, decoded.slices, strict=True):
-            if mask_hw.shape != pixels.shape[:2]:
+            if mask_hw is not None and mask_hw.shape != pixels.shape[:2]:
                 raise Rejected(
-                    f"mask {mask_source.basename} is {mask_hw.shape[1]}x{mask_hw.shape[0]} "
+                    f"the expert mask is {mask_hw.shape[1]}x{mask_hw.shape[0]} "
                     f"but the image is {pixels.shape[1]}x{pixels.shape[0]}"
                 )
+    slices, text, text_notes = _clean_text(decoded)
+    notes += text_notes
     images: list[PreparedImage] = []
     volume = decoded.slice_count is not None
+    dropped_boxes = 0
     # Images with no box are kept here so that duplicates are reported as such; the caller
-    # rejects them (or, for a volume, drops them) after the duplicate check.
-    for i, (pixels, slice_index) in enumerate(
-        zip(decoded.slices, decoded.slice_indices, strict=True)
-    ):
+    # rejects them (or, for a volume, reports them as skipped) after the duplicate check.
+    for i, (pixels, slice_index) in enumerate(zip(slices, decoded.slice_indices, strict=True)):
         height, width = pixels.shape[:2]
         mask = masks[i] if masks is not None else None
         boxed: list[tuple[Box, npt.NDArray[np.bool_] | None]]
-        listed = _boxes_for(options.boxes, source.basename, slice_index)
+        listed = _boxes_for(options.boxes, unit.basename, slice_index)
         if listed is not None:
             try:
                 valid = [validate_box(b, width, height) for b in listed]
@@ -223,6 +333,10 @@ def prepare_file(
             boxed = [(b, None) for b in grid_boxes(width, height, *options.grid)]
         else:
             boxed = []
+        if text[i]:
+            kept = [(b, g) for b, g in boxed if not overlaps(b, text[i])]
+            dropped_boxes += len(boxed) - len(kept)
+            boxed = kept
         crops = []
         for box, gold in boxed:
             t = plan_crop(
@@ -232,24 +346,40 @@ def prepare_file(
             crop_png = codecs.encode_png(cut_crop(pixels, t))
             crops.append(PreparedCrop(box, t.x0, t.y0, t.side, t.out, crop_png, gold_png))
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        geometry = decoded.geometry[i] if decoded.geometry else None
         images.append(
-            PreparedImage(codecs.encode_png(pixels), width, height, channels, slice_index, crops)
+            PreparedImage(
+                codecs.encode_png(pixels),
+                width,
+                height,
+                channels,
+                slice_index,
+                crops,
+                geometry=json.dumps(geometry, separators=(",", ":")) if geometry else None,
+                gold_png=codecs.encode_mask(mask) if mask is not None and mask.any() else None,
+            )
         )
+    if dropped_boxes:
+        notes.append(f"{dropped_boxes} box(es) overlapping burned-in text dropped")
     if volume:
         no_boxes = "no slice of this volume has a box (empty masks, no boxes, no --grid)"
     elif masks is not None:
         no_boxes = "the expert mask is empty and no boxes were given for this image"
     else:
         no_boxes = "no boxes for this image: not in the boxes file, no mask, and no --grid"
+    if dropped_boxes and not any(image.crops for image in images):
+        no_boxes = "every box overlaps burned-in text, which was blanked"
     modality = (options.modality.upper() if options.modality else decoded.modality)[:16]
     return PreparedFile(
-        source.name,
-        source.basename,
+        unit.name,
+        unit.basename,
         modality,
         decoded.volume_hash,
         decoded.slice_count,
         images,
         no_boxes,
+        frames=decoded.frames,
+        notes=notes,
     )
 
 
@@ -258,14 +388,21 @@ async def store_prepared(
 ) -> FileReport:
     """Write one prepared file's images, crops and tasks in one transaction."""
     assert campaign.id is not None
-    report = FileReport(file=prepared.name, status="duplicate")
+    report = FileReport(
+        file=prepared.name, status="duplicate", frames=prepared.frames, notes=list(prepared.notes)
+    )
     files = store.batch()
+    volume = prepared.volume_hash is not None
     try:
         for image in prepared.images:
             content_hash = sha256_hex(image.png)
-            # Checked again inside the transaction: two slices of one volume can be identical.
-            existing = await queries.image_by_hash(
-                session, campaign_id=campaign.id, content_hash=content_hash
+            # A volume's slices are its frames, even when two are alike (a still cine frame).
+            existing = (
+                None
+                if volume
+                else await queries.image_by_hash(
+                    session, campaign_id=campaign.id, content_hash=content_hash
+                )
             )
             if existing is not None:
                 report.duplicate_of = report.duplicate_of or existing.source_name
@@ -282,6 +419,8 @@ async def store_prepared(
                 volume_hash=prepared.volume_hash,
                 slice_index=image.slice_index,
                 slice_count=prepared.slice_count,
+                geometry=image.geometry,
+                gold_mask_key=files.put("masks", image.gold_png) if image.gold_png else None,
             )
             session.add(row)
             await session.flush()
@@ -350,7 +489,15 @@ async def ingest_sources(
     """Ingest already-read sources (the CLI's files, a chat upload's members)."""
     report = IngestReport(campaign=campaign.name)
     used_masks: set[str] = set()
-    for item in sources:
+    units, gold = plan_units(sources, options.masks.values())
+    dicom_masks = {g.name for g in gold}
+    options = replace(
+        options,
+        masks={k: v for k, v in options.masks.items() if v.name not in dicom_masks},
+        dicom_gold=gold,
+        used_gold=set(),
+    )
+    for item in units:
         if isinstance(item, SourceRejection):
             report.files.append(FileReport(item.name, "rejected", item.reason))
         else:
@@ -365,6 +512,17 @@ async def ingest_sources(
     report.unmatched_masks = sorted(
         source.name for key, source in options.masks.items() if key not in used_masks
     )
+    for dicom_gold in gold:
+        if dicom_gold.name not in options.used_gold:
+            report.unmatched_masks.append(dicom_gold.name)
+            report.files.append(
+                FileReport(
+                    dicom_gold.name,
+                    "rejected",
+                    f"this DICOM {_GOLD_NAMES[dicom_gold.kind]} references no image in this "
+                    "upload (upload them together)",
+                )
+            )
     return report
 
 
@@ -372,44 +530,68 @@ async def _ingest_one(
     sessionmaker: async_sessionmaker[AsyncSession],
     store: FileStore,
     campaign: Campaign,
-    source: Source,
+    unit: Unit,
     options: IngestOptions,
     limits: ArchiveLimits,
 ) -> FileReport:
+    frames = sum(1 for _ in unit.sources)
     try:
-        prepared = await asyncio.to_thread(prepare_file, source, options, campaign, limits)
+        prepared = await asyncio.to_thread(prepare_unit, unit, options, campaign, limits)
     except Rejected as error:
-        return FileReport(source.name, "rejected", str(error))
+        return FileReport(unit.name, "rejected", str(error), frames=frames)
     assert campaign.id is not None
+    frames = prepared.frames
     async with sessionmaker() as session:
-        # A volume's slices without a box are dropped; a 2D image is checked for duplication
-        # first, so that a copy of a known image is reported as such even without boxes.
-        volume = prepared.slice_count is not None
-        candidates = [i for i in prepared.images if i.crops] if volume else prepared.images
-        if not candidates:
-            return FileReport(source.name, "rejected", prepared.no_boxes)
-        fresh: list[PreparedImage] = []
-        duplicate_of: str | None = None
-        for image in candidates:
+        if prepared.volume_hash is not None:
+            # A volume is one source: known already if its hash is; slices without a box are
+            # reported, not stored (the export writes them as empty slices).
+            existing = await queries.image_by_volume(
+                session, campaign_id=campaign.id, volume_hash=prepared.volume_hash
+            )
+            if existing is not None:
+                return FileReport(
+                    unit.name,
+                    "duplicate",
+                    "same volume already in the campaign",
+                    duplicate_of=existing.source_name,
+                    frames=frames,
+                )
+            boxed = [i for i in prepared.images if i.crops]
+            if not boxed:
+                return FileReport(
+                    unit.name, "rejected", prepared.no_boxes, frames=frames, notes=prepared.notes
+                )
+            skipped = [
+                i.slice_index for i in prepared.images if not i.crops and i.slice_index is not None
+            ]
+            notes = list(prepared.notes)
+            if skipped:
+                notes.append(
+                    f"{len(skipped)} of {frames} slices have no box (no mask there, no boxes, "
+                    f"no --grid) and are not stored: {_ranges(skipped)}"
+                )
+            prepared = replace(prepared, images=boxed, notes=notes)
+        else:
+            image = prepared.images[0]
             existing = await queries.image_by_hash(
                 session, campaign_id=campaign.id, content_hash=sha256_hex(image.png)
             )
-            if existing is None:
-                fresh.append(image)
-            else:
-                duplicate_of = duplicate_of or existing.source_name
-        if not fresh:
-            return FileReport(
-                source.name,
-                "duplicate",
-                "same pixels already in the campaign",
-                duplicate_of=duplicate_of,
-            )
-        if not all(image.crops for image in fresh):
-            return FileReport(source.name, "rejected", prepared.no_boxes)
-        prepared = replace(prepared, images=fresh)
+            if existing is not None:
+                return FileReport(
+                    unit.name,
+                    "duplicate",
+                    "same pixels already in the campaign",
+                    duplicate_of=existing.source_name,
+                    frames=frames,
+                )
+            if not image.crops:
+                return FileReport(
+                    unit.name, "rejected", prepared.no_boxes, frames=frames, notes=prepared.notes
+                )
         try:
             return await store_prepared(session, store, campaign, prepared)
         except IntegrityError:
             # Another ingest stored the same pixels between our check and our insert.
-            return FileReport(source.name, "duplicate", "same pixels were ingested concurrently")
+            return FileReport(
+                unit.name, "duplicate", "same pixels were ingested concurrently", frames=frames
+            )

@@ -45,6 +45,7 @@ def limits_from(settings: Settings) -> ArchiveLimits:
     """The ingest caps configured in ``settings``."""
     return ArchiveLimits(
         max_pixels=settings.max_image_pixels,
+        min_side=settings.min_image_side,
         max_file_bytes=settings.max_file_bytes,
         max_ratio=settings.max_compression_ratio,
         max_archive_bytes=settings.max_archive_bytes,

@@ -125,7 +125,18 @@ class Campaign(SQLModel, table=True):
 class Image(SQLModel, table=True):
     """One 2D source image; a slice of a 3D volume keeps its volume and slice index."""
 
-    __table_args__ = (sa.UniqueConstraint("campaign_id", "content_hash"),)
+    # A 2D image is stored once per campaign; a volume's slices may repeat (a still cine frame).
+    __table_args__ = (
+        sa.Index(
+            "uq_image_campaign_id_content_hash_2d",
+            "campaign_id",
+            "content_hash",
+            unique=True,
+            sqlite_where=sa.text("volume_hash IS NULL"),
+            postgresql_where=sa.text("volume_hash IS NULL"),
+        ),
+        sa.UniqueConstraint("campaign_id", "volume_hash", "slice_index"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
@@ -139,6 +150,14 @@ class Image(SQLModel, table=True):
     volume_hash: str | None = Field(default=None, max_length=64, index=True)
     slice_index: int | None = None
     slice_count: int | None = None
+    geometry: str | None = Field(
+        default=None,
+        sa_type=sa.Text,
+        description="JSON: where the pixels sit in patient space (bot.campaign.geometry)",
+    )
+    gold_mask_key: str | None = Field(
+        default=None, max_length=STORE_KEY, description="the expert's whole-image mask"
+    )
     created_at: dt.datetime = _ts()
 
 

@@ -28,6 +28,16 @@ async def image_by_hash(
     return result.first()
 
 
+async def image_by_volume(
+    session: AsyncSession, *, campaign_id: int, volume_hash: str
+) -> Image | None:
+    """A slice of the campaign's volume with this hash, if that volume was ingested."""
+    result = await session.exec(
+        select(Image).where(Image.campaign_id == campaign_id, Image.volume_hash == volume_hash)
+    )
+    return result.first()
+
+
 async def count_images(session: AsyncSession, *, campaign_id: int) -> int:
     """How many images a campaign has."""
     result = await session.exec(

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from bot.sim.demo_data import (
     contact_sheet,
     fresh_dir,
     hostile_upload,
+    real_upload,
     score_against_truth,
     trim_boxes,
 )
@@ -53,6 +55,8 @@ from bot.sim.demo_report import (
     ingest_lines,
     load_synthetic,
     proposal_lines,
+    real_files_lines,
+    real_files_section,
     synthesis_section,
     timings_section,
 )
@@ -66,6 +70,7 @@ from fusion.simulate import Scenario, simulate
 logger = logging.getLogger(__name__)
 
 CAMPAIGN = "demo-lesions"
+REAL_CAMPAIGN = "demo-real-files"  # real clinical test files, apart from the phantom campaign
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,27 @@ async def run_demo(
                 progress=lambda _s: bar.update(1),
             )
         report.write(root / "ingest-report.json")
+        with stage("real clinical files"):
+            async with services.sessionmaker() as session:
+                real_campaign = await ensure_campaign(session, REAL_CAMPAIGN, structure="lesion")
+            real = await ingest(
+                services.sessionmaker,
+                services.store,
+                real_campaign,
+                [real_upload(root)],
+                IngestOptions(grid=(1, 1)),
+                services.limits,
+            )
+            real.write(root / "real-files-report.json")
+            async with services.sessionmaker() as session:
+                row = await session.get_one(Campaign, real_campaign.id)
+                real_export = await export_campaign(session, services.store, row, root / "real")
+            with zipfile.ZipFile(real_export.path) as archive:
+                real_volumes = sorted(
+                    n.removeprefix("volumes/")
+                    for n in archive.namelist()
+                    if n.startswith("volumes/") and not n.endswith(".json")
+                )
         with stage("proposals"), tqdm(desc="proposals", unit="crop", disable=None) as bar:
             run = await run_proposals(
                 services.sessionmaker,
@@ -249,6 +275,7 @@ async def run_demo(
         with stage("fusion benchmark (simulated crowd)"):
             fusion = await asyncio.to_thread(_simulated_fusion, options.seed)
     lines = ingest_lines(report, manifest["n"], summary.images, summary.tasks)
+    lines += real_files_lines(real)
     lines += proposal_lines(run, scores)
     lines += fusion
     if crowd is not None:
@@ -268,6 +295,7 @@ async def run_demo(
             f"synthetic pairs kept by the quality gate in {synthetic.seconds:.0f} s"
         )
     fill_report(book, asdict(options), report, run, scores, crowd, root, stage.seconds)
+    real_files_section(book, real, real_volumes)
     if synthetic is not None:
         synthesis_section(book, synthetic, crowd)
     if evaluation is not None:

@@ -127,3 +127,29 @@ def trim_boxes(phantom_dir: Path, crops: int | None) -> list[str]:
         boxes = kept
         path.write_text(json.dumps(boxes, indent=1))
     return sorted(boxes)
+
+
+# Files nobody here wrote: the test files pydicom and nibabel ship in their wheels.
+REAL_FILES = (
+    ("pydicom", "examples_ybr_color.dcm"),  # a 30-frame ultrasound cine, YBR_FULL_422 JPEG
+    ("pydicom", "examples_palette.dcm"),  # palette-colour ultrasound with a text banner
+    ("pydicom", "CT_small.dcm"),  # a CT slice with patient geometry
+    ("pydicom", "rtdose.dcm"),  # an RT Dose grid: refused by name
+    ("nibabel", "anatomical.nii"),  # a NIfTI volume
+)
+
+
+def real_upload(out: Path) -> Path:
+    """A zip of real clinical test files (pydicom's and nibabel's own), for the demo's ingest."""
+    import nibabel
+    import pydicom
+
+    roots = {
+        "pydicom": Path(pydicom.__file__).parent / "data" / "test_files",
+        "nibabel": Path(nibabel.__file__).parent / "tests" / "data",
+    }
+    zip_path = out / "real-files.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for library, name in REAL_FILES:
+            archive.write(roots[library] / name, f"real/{name}")
+    return zip_path

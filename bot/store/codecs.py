@@ -47,7 +47,9 @@ def decode_mask(data: bytes) -> npt.NDArray[np.bool_]:
 
 def encode_prob(prob_hw: npt.NDArray[np.floating]) -> bytes:
     """Encode an (H, W) probability map in [0, 1] as an 8-bit PNG (resolution 1/255)."""
-    clipped = np.clip(np.asarray(prob_hw, dtype=np.float64), 0.0, 1.0)
+    # A NaN (a solver that found no contrast) carries no evidence: store it as 0.5.
+    values = np.nan_to_num(np.asarray(prob_hw, dtype=np.float64), nan=0.5, posinf=1.0, neginf=0.0)
+    clipped = np.clip(values, 0.0, 1.0)
     return encode_png(np.rint(clipped * 255.0).astype(np.uint8))
 
 

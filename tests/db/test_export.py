@@ -24,8 +24,9 @@ from bot.campaign.answers import submit
 from bot.campaign.crops import CropTransform, mask_to_image
 from bot.campaign.crowd import Crowd
 from bot.campaign.errors import NoWork
-from bot.campaign.export import _nifti, coco_rle, export_campaign, pseudonym
+from bot.campaign.export import coco_rle, export_campaign, pseudonym
 from bot.campaign.proposals import run_proposals
+from bot.campaign.volumes import write_volumes
 from bot.db.models import Campaign, Consensus, Image, Task, TaskStatus, Verdict
 from bot.jobs.proposals import LocalRunner, ProposerSpec
 from bot.store import codecs
@@ -59,13 +60,18 @@ def test_nifti_stacks_slices_in_order() -> None:
         )
         for i in (1, 2, 3)
     }
-    masks = {0: np.eye(3, 4, dtype=bool), 2: np.ones((3, 4), dtype=bool)}
-    volume = nib.Nifti1Image.from_bytes(gzip.decompress(_nifti(images, "abc", masks)))
+    masks = {1: np.eye(3, 4, dtype=bool), 3: np.ones((3, 4), dtype=bool)}  # by image id
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        manifest = write_volumes(archive, list(images.values()), masks, "lesion")
+    with zipfile.ZipFile(buffer) as archive:
+        blob = archive.read(manifest[0]["nifti"])
+    volume = nib.Nifti1Image.from_bytes(gzip.decompress(blob))
     data = np.asarray(volume.dataobj)
     assert data.shape == (4, 3, 3)
-    np.testing.assert_array_equal(data[:, :, 0].T.astype(bool), masks[0])
+    np.testing.assert_array_equal(data[:, :, 0].T.astype(bool), masks[1])
     assert not data[:, :, 1].any()
-    np.testing.assert_array_equal(data[:, :, 2].T.astype(bool), masks[2])
+    np.testing.assert_array_equal(data[:, :, 2].T.astype(bool), masks[3])
 
 
 async def test_export_round_trips_the_consensus(

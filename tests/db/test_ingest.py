@@ -179,6 +179,7 @@ async def test_ingest_store_holds_exactly_what_rows_reference(
         tasks = list((await session.exec(select(Task))).all())
     referenced = {i.file_key for i in images} | {t.crop_key for t in tasks}
     referenced |= {t.gold_mask_key for t in tasks if t.gold_mask_key}
+    referenced |= {i.gold_mask_key for i in images if i.gold_mask_key}  # the whole expert mask
     assert set(store.all_keys()) == referenced
     assert len(images) == 9
     assert all(i.content_hash in i.file_key for i in images)
