@@ -186,7 +186,7 @@ def decode_dicom(data: bytes, limits: Limits, *, force: bool) -> Decoded:
         raise Rejected(
             f"not a valid DICOM file (a damaged element: {type(error).__name__})"
         ) from None
-    return dicom_decoded([image], data)
+    return dicom_decoded([image])
 
 
 def decode_series(names: list[str], blobs: list[bytes], limits: Limits) -> Decoded:
@@ -218,13 +218,10 @@ def _decode_series(names: list[str], blobs: list[bytes], limits: Limits) -> Deco
         numbers.append(head.instance_number)
     order = sort_frames([image.frame_geometry[0] for image in images], numbers)
     ordered = [images[i] for i in order]
-    digest = sha256_hex(b"".join(sha256_hex(blobs[i]).encode() for i in order))
-    return dicom_decoded(ordered, None, digest=digest)
+    return dicom_decoded(ordered)
 
 
-def dicom_decoded(
-    images: list[dicom.DicomImage], data: bytes | None, *, digest: str | None = None
-) -> Decoded:
+def dicom_decoded(images: list[dicom.DicomImage], *, digest: str | None = None) -> Decoded:
     """One Decoded from DICOM objects already in slice order (one object, or a series)."""
     frames = [frame for image in images for frame in image.frames]
     geometry = [g for image in images for g in image.frame_geometry]
@@ -235,9 +232,8 @@ def dicom_decoded(
     count = len(frames)
     volume_hash: str | None = None
     if count > 1:
-        volume_hash = digest or sha256_hex(
-            data if data is not None else b"".join(f.tobytes() for f in frames)
-        )
+        # By content: the same frames re-encoded or re-compressed are the same volume.
+        volume_hash = digest or sha256_hex(b"".join(f.tobytes() for f in frames))
     return Decoded(
         frames,
         list(range(count)) if count > 1 else [None],
@@ -366,7 +362,7 @@ def decode_nifti(data: bytes, limits: Limits) -> Decoded:
         slices,
         list(range(depth)),
         "unknown",
-        sha256_hex(data),
+        sha256_hex(scaled.tobytes() + str(scaled.shape).encode()),  # by content, not by file
         depth,
         geometry=geometry,
         frames=depth,
