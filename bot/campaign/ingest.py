@@ -248,7 +248,7 @@ def _expert_masks(
     return found, notes
 
 
-def _clean_text(
+def clean_text(
     decoded: Decoded,
 ) -> tuple[list[npt.NDArray[np.uint8]], list[list[TextRegion]], list[str]]:
     """Blank burned-in text on every slice that may carry it; refuse what cannot be cleaned."""
@@ -308,7 +308,7 @@ def prepare_unit(
                     f"the expert mask is {mask_hw.shape[1]}x{mask_hw.shape[0]} "
                     f"but the image is {pixels.shape[1]}x{pixels.shape[0]}"
                 )
-    slices, text, text_notes = _clean_text(decoded)
+    slices, text, text_notes = clean_text(decoded)
     notes += text_notes
     images: list[PreparedImage] = []
     volume = decoded.slice_count is not None

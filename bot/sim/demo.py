@@ -30,13 +30,13 @@ from tqdm import tqdm
 
 from bot.campaign.boxes import parse_boxes
 from bot.campaign.export import export_campaign
-from bot.campaign.ingest import IngestOptions, index_masks, ingest
+from bot.campaign.ingest import IngestOptions, IngestReport, index_masks, ingest
 from bot.campaign.progress import chart, progress
 from bot.campaign.projects import ensure_campaign, summarise
 from bot.campaign.proposals import run_proposals, spec_from
 from bot.campaign.services import Services
 from bot.db import migrate
-from bot.db.models import Campaign, Image, Proposal, Task
+from bot.db.models import Campaign, CampaignStatus, Image, Proposal, Task
 from bot.jobs.proposals import make_runner
 from bot.settings import Settings
 from bot.sim.crowdrun import EXPERT, CrowdRun, Launcher, run_crowd
@@ -192,27 +192,6 @@ async def run_demo(
                 progress=lambda _s: bar.update(1),
             )
         report.write(root / "ingest-report.json")
-        with stage("real clinical files"):
-            async with services.sessionmaker() as session:
-                real_campaign = await ensure_campaign(session, REAL_CAMPAIGN, structure="lesion")
-            real = await ingest(
-                services.sessionmaker,
-                services.store,
-                real_campaign,
-                [real_upload(root)],
-                IngestOptions(grid=(1, 1)),
-                services.limits,
-            )
-            real.write(root / "real-files-report.json")
-            async with services.sessionmaker() as session:
-                row = await session.get_one(Campaign, real_campaign.id)
-                real_export = await export_campaign(session, services.store, row, root / "real")
-            with zipfile.ZipFile(real_export.path) as archive:
-                real_volumes = sorted(
-                    n.removeprefix("volumes/")
-                    for n in archive.namelist()
-                    if n.startswith("volumes/") and not n.endswith(".json")
-                )
         with stage("proposals"), tqdm(desc="proposals", unit="crop", disable=None) as bar:
             run = await run_proposals(
                 services.sessionmaker,
@@ -263,6 +242,9 @@ async def run_demo(
                     await export_campaign(session, services.store, row, root / "exports")
                     numbers = await progress(session, services.store, row)
                 (root / "status.png").write_bytes(chart(numbers))
+        # After the crowd: the bot would otherwise start proposing these crops too.
+        with stage("real clinical files"):
+            real, real_volumes = await _real_files(services, root)
     finally:
         runner.close()
         await services.close()
@@ -342,3 +324,36 @@ def _simulated_fusion(seed: int) -> list[str]:
         for r in results
     ]
     return lines
+
+
+async def _real_files(services: Services, root: Path) -> tuple[IngestReport, list[str]]:
+    """Ingest and export the real clinical test files into a draft campaign of their own.
+
+    The campaign is never handed to volunteers; returns the ingest report and the export's
+    volume files.
+    """
+    async with services.sessionmaker() as session:
+        real_campaign = await ensure_campaign(session, REAL_CAMPAIGN, structure="lesion")
+        real_campaign.status = CampaignStatus.DRAFT
+        session.add(real_campaign)
+        await session.commit()
+        await session.refresh(real_campaign)
+    real = await ingest(
+        services.sessionmaker,
+        services.store,
+        real_campaign,
+        [real_upload(root)],
+        IngestOptions(grid=(2, 2)),  # four boxes: those clear of a text banner are kept
+        services.limits,
+    )
+    real.write(root / "real-files-report.json")
+    async with services.sessionmaker() as session:
+        row = await session.get_one(Campaign, real_campaign.id)
+        exported = await export_campaign(session, services.store, row, root / "real")
+    with zipfile.ZipFile(exported.path) as archive:
+        volumes = sorted(
+            n.removeprefix("volumes/")
+            for n in archive.namelist()
+            if n.startswith("volumes/") and not n.endswith(".json")
+        )
+    return real, volumes

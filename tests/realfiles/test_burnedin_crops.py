@@ -1,0 +1,133 @@
+"""No crop leaves the server with burned-in text: PIL draws patient text onto real and phantom
+ultrasound images, and every crop that ingest stores (what the bot sends) is checked."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+import pytest
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.campaign.crops import CropTransform, mask_to_crop
+from bot.campaign.ingest import IngestOptions, ingest
+from bot.campaign.projects import ensure_campaign
+from bot.campaign.sources import ArchiveLimits
+from bot.db.models import Image, Task
+from bot.sim.phantom import make_phantom
+from bot.store import codecs
+from bot.store.files import FileStore
+from tests.helpers import realfiles
+
+TEXTS = [
+    ((6, 4), "DOE^JANE  ID 7734-22", 15),
+    ((150, 6), "2026-03-14 10:22", 13),
+    ((8, 0), "ST EXAMPLE HOSPITAL", 0),  # y filled in: near the bottom
+    ((0, 0), "LIVER 3.2cm", 0),  # placed inside the image
+]
+
+
+def _draw(pixels: npt.NDArray[np.uint8], seed: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """``pixels`` with text drawn on it, and the mask of the pixels the text changed."""
+    rng = np.random.default_rng(seed)
+    height, width = pixels.shape[:2]
+    rgb = pixels.ndim == 3
+    canvas = PILImage.new("L", (width, height), 0)
+    pen = ImageDraw.Draw(canvas)
+    for (x, y), text, size in TEXTS:
+        size = size or int(rng.integers(11, 20))
+        if text.startswith("ST"):
+            y = height - size - 8
+        if text.startswith("LIVER"):
+            x, y = int(rng.integers(20, width // 2)), int(rng.integers(height // 3, height // 2))
+        pen.text((x, y), text, fill=255, font=ImageFont.load_default(size=size))
+    text = np.asarray(canvas) > 0
+    out = pixels.copy()
+    colour = (255, 255, 160) if rgb else 255  # a light-yellow overlay, or white
+    out[text] = colour
+    return out, text
+
+
+def _png(pixels: npt.NDArray[np.uint8]) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _us_dicom(seed: int) -> tuple[bytes, npt.NDArray[np.bool_]]:
+    """pydicom's RGB ultrasound with text drawn into its pixels, saved as DICOM again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(realfiles.PYDICOM_DATA / "examples_rgb_color.dcm")
+    pixels, text = _draw(np.asarray(ds.pixel_array), seed)
+    ds.PixelData = pixels.tobytes()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()  # three patients, not one series
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue(), text
+
+
+@pytest.fixture
+def drawn(tmp_path: Path) -> dict[str, npt.NDArray[np.bool_]]:
+    """The upload folder's images with drawn text, by file name -> text pixels."""
+    up = tmp_path / "up"
+    up.mkdir()
+    found: dict[str, npt.NDArray[np.bool_]] = {}
+    for seed in range(3):
+        phantom = make_phantom("ultrasound", np.random.default_rng(seed), 256).image
+        pixels, text = _draw(phantom, seed)
+        (up / f"us{seed}.png").write_bytes(_png(pixels))
+        found[f"us{seed}.png"] = text
+        data, text = _us_dicom(seed)
+        (up / f"us{seed}.dcm").write_bytes(data)
+        found[f"us{seed}.dcm"] = text
+    return found
+
+
+async def test_burned_in_text_never_reaches_a_crop(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: FileStore,
+    tmp_path: Path,
+    drawn: dict[str, npt.NDArray[np.bool_]],
+) -> None:
+    async with sessionmaker() as session:
+        campaign = await ensure_campaign(session, "burned-in")
+    report = await ingest(
+        sessionmaker,
+        store,
+        campaign,
+        [tmp_path / "up"],
+        IngestOptions(grid=(3, 3)),
+        ArchiveLimits(),
+    )
+    for row in report.files:
+        assert row.status == "ingested", row
+        assert any("burned-in text blanked" in note for note in row.notes), row
+    async with sessionmaker() as session:
+        pairs = (await session.exec(select(Task, Image).where(Task.image_id == Image.id))).all()
+    assert {image.source_name for _, image in pairs} == set(drawn), "every image keeps crops"
+    checked = 0
+    for task, image in pairs:
+        text = drawn[image.source_name]
+        t = CropTransform(task.crop_x0, task.crop_y0, task.crop_side, task.crop_out)
+        crop = codecs.decode_png(store.get(task.crop_key))
+        inside = mask_to_crop(text, t)
+        if not inside.any():
+            continue
+        checked += 1
+        leaked = crop[inside]
+        assert (leaked == 0).all(), f"{image.source_name}: text pixels reach crop {task.id}"
+    assert checked, "some crops overlap where text was drawn"
+    # The stored whole images are blanked too (the Mini App and the review sheets use them).
+    for _, image in pairs:
+        pixels = codecs.decode_png(store.get(image.file_key))
+        assert (pixels[drawn[image.source_name]] == 0).all()
