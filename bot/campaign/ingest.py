@@ -37,6 +37,8 @@ from bot.campaign.decode import (
 )
 from bot.campaign.dicom_gold import GoldProblem, masks_for
 from bot.campaign.errors import InvalidBox
+from bot.campaign.field import Box as Field
+from bot.campaign.field import blank_outside, imaging_field
 from bot.campaign.series import DicomGold, Unit, plan_units
 from bot.campaign.sources import ArchiveLimits, Source, SourceRejection, iter_sources
 from bot.db import queries
@@ -249,19 +251,31 @@ def _expert_masks(
 
 
 def clean_text(
-    decoded: Decoded,
-) -> tuple[list[npt.NDArray[np.uint8]], list[list[TextRegion]], list[str]]:
-    """Blank burned-in text on every slice that may carry it; refuse what cannot be cleaned."""
-    if not (decoded.burned_in or decoded.suspect_text):
-        return decoded.slices, [[] for _ in decoded.slices], []
+    decoded: Decoded, *, ultrasound: bool = False
+) -> tuple[list[npt.NDArray[np.uint8]], list[list[TextRegion]], list[Field | None], list[str]]:
+    """Blank burned-in text on every slice that may carry it; refuse what cannot be cleaned.
+
+    Ultrasound screens also lose everything outside their imaging field (the machine's banners
+    and parameter columns), where text too small for the detector often sits.
+
+    Returns the cleaned slices, the text found on each, each slice's imaging field (or None)
+    and the report's notes.
+    """
+    nothing: list[Field | None] = [None for _ in decoded.slices]
+    if not (decoded.burned_in or decoded.suspect_text or ultrasound):
+        return decoded.slices, [[] for _ in decoded.slices], nothing, []
     cleaned: list[npt.NDArray[np.uint8]] = []
     regions: list[list[TextRegion]] = []
+    fields: list[Field | None] = []
     for pixels in decoded.slices:
         found = find_text(pixels)
         regions.append(found)
-        cleaned.append(blank_regions(pixels, found) if found else pixels)
+        out = blank_regions(pixels, found) if found else pixels
+        field = imaging_field(out) if ultrasound else None
+        fields.append(field)
+        cleaned.append(blank_outside(out, field) if field is not None else out)
     count = sum(len(r) for r in regions)
-    if decoded.burned_in and count == 0:
+    if decoded.burned_in and count == 0 and not any(fields):
         raise Rejected(
             "the file declares burned-in patient text (BurnedInAnnotation YES) that MedCrowd "
             "could not locate to blank: remove it before uploading"
@@ -272,7 +286,12 @@ def clean_text(
         notes.append(
             f"burned-in text blanked: {count} region(s) on {where} of {len(regions)} frame(s)"
         )
-    return cleaned, regions, notes
+    if any(fields):
+        notes.append(
+            f"ultrasound screen outside the imaging field blanked on "
+            f"{sum(1 for f in fields if f)} of {len(fields)} frame(s)"
+        )
+    return cleaned, regions, fields, notes
 
 
 def _ranges(indices: list[int]) -> str:
@@ -308,7 +327,8 @@ def prepare_unit(
                     f"the expert mask is {mask_hw.shape[1]}x{mask_hw.shape[0]} "
                     f"but the image is {pixels.shape[1]}x{pixels.shape[0]}"
                 )
-    slices, text, text_notes = clean_text(decoded)
+    ultrasound = (options.modality or decoded.modality).upper() == "US"
+    slices, text, fields, text_notes = clean_text(decoded, ultrasound=ultrasound)
     notes += text_notes
     images: list[PreparedImage] = []
     volume = decoded.slice_count is not None
@@ -329,6 +349,10 @@ def prepare_unit(
             boxed = [(b, gold_for_box(mask, b) if mask is not None else None) for b in valid]
         elif mask is not None:
             boxed = [(b, component) for b, component in boxes_from_mask(mask)]
+        elif options.grid is not None and fields[i] is not None:
+            fx0, fy0, fx1, fy1 = fields[i]  # type: ignore[misc]
+            inner = grid_boxes(fx1 - fx0, fy1 - fy0, *options.grid)
+            boxed = [((x0 + fx0, y0 + fy0, x1 + fx0, y1 + fy0), None) for x0, y0, x1, y1 in inner]
         elif options.grid is not None:
             boxed = [(b, None) for b in grid_boxes(width, height, *options.grid)]
         else:

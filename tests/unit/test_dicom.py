@@ -119,4 +119,4 @@ def test_dicom_declared_burned_in_text_that_cannot_be_found_is_refused() -> None
     decoded = decode_image("burned.dcm", buffer.getvalue(), LIMITS)
     assert decoded.burned_in
     with pytest.raises(Rejected, match="BurnedInAnnotation YES"):
-        clean_text(decoded)
+        clean_text(decoded)  # not ultrasound: no imaging field to fall back on
