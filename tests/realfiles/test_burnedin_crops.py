@@ -168,3 +168,34 @@ def test_burned_in_text_over_bright_speckle_is_found() -> None:
     pixels, text = _draw(phantom, 0, (70, 100))
     cleaned = blank_regions(pixels, find_text(pixels))
     assert (cleaned[text] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "banner"),
+    [
+        # (x0, y0, x1, y1) of text each file carries outside its scan, seen on the screen
+        ("examples_ybr_color.dcm", (0, 0, 40, 30)),  # "PLA Gen THI" in small type
+        ("examples_palette.dcm", (0, 0, 800, 55)),  # the Philips banner: date, institution
+        ("examples_jpeg2k.dcm", (0, 0, 640, 100)),  # "BAPTIST MED CTR", a date, ids
+        ("examples_rgb_color.dcm", (0, 0, 320, 50)),  # "BAPTIST MED CTR", ids
+    ],
+)
+def test_ultrasound_screens_keep_only_their_imaging_field(
+    name: str, banner: tuple[int, int, int, int]
+) -> None:
+    from bot.campaign.decode import Limits, decode_image
+    from bot.campaign.ingest import clean_text
+
+    decoded = decode_image(name, (realfiles.PYDICOM_DATA / name).read_bytes(), Limits())
+    before = decoded.slices[0]
+    slices, _, fields, notes = clean_text(decoded, ultrasound=True)
+    x0, y0, x1, y1 = banner
+    assert before[y0:y1, x0:x1].max() > 100, "the banner has text before"
+    assert not slices[0][y0:y1, x0:x1].any(), "and nothing after"
+    field = fields[0]
+    assert field is not None
+    fx0, fy0, fx1, fy1 = field
+    assert (fx1 - fx0) * (fy1 - fy0) > 0.05 * before.shape[0] * before.shape[1]
+    scan = slices[0][fy0:fy1, fx0:fx1]
+    assert scan.astype(bool).mean() > 0.3, "the scan itself is kept"
+    assert any("imaging field" in note for note in notes)
