@@ -106,19 +106,14 @@ def window_to_uint8(
         window: ``(centre, width)``; when None, the 0.5-99.5 percentile range.
     """
     values = np.asarray(array, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        raise Rejected("image has no finite pixel values")
     if window is not None and window[1] > 0:
         low, high = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
-    else:
-        low, high = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
-        if high <= low:
-            low, high = float(finite.min()), float(finite.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (np.nan_to_num(values, nan=low) - low) / (high - low)
-    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+        scaled = (np.nan_to_num(values, nan=low) - low) / (high - low)
+        return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    try:
+        return dicom.percentile_window(values)
+    except dicom.DicomProblem as error:
+        raise Rejected(str(error)) from None
 
 
 def _check_pixels(count: int, limits: Limits) -> None:
