@@ -360,7 +360,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         counts = report.counts()
         print(  # noqa: T201
             f"{counts['ingested']} ingested, {counts['duplicate']} duplicate, "
-            f"{counts['rejected']} rejected; {counts['images']} images, {counts['tasks']} tasks "
+            f"{counts['rejected']} rejected; {counts['images']} images of {counts['frames']} "
+            f"frames, {counts['tasks']} tasks "
             f"({counts['gold_tasks']} gold). Report: {args.report}"
         )
         return 0

@@ -61,7 +61,8 @@ class UploadReport:
         counts = self.ingest.counts()
         lines = [
             f"Upload {upload_name} into {self.ingest.campaign}: {len(self.ingest.files)} files, "
-            f"{counts['ingested']} ingested ({counts['images']} images, {counts['tasks']} crops, "
+            f"{counts['ingested']} ingested ({counts['images']} images of {counts['frames']} "
+            f"frames, {counts['tasks']} crops, "
             f"{counts['gold_tasks']} gold), {counts['duplicate']} duplicate, "
             f"{counts['rejected']} rejected."
         ]
@@ -73,6 +74,10 @@ class UploadReport:
         if rejected:
             lines.append("Rejected:")
             lines += [f"  {f.file}: {f.reason}" for f in rejected]
+        noted = [f for f in self.ingest.files if f.notes and f.status != "rejected"]
+        if noted:
+            lines.append("Notes:")
+            lines += [f"  {f.file}: {'; '.join(f.notes)}" for f in noted]
         if self.ingest.unmatched_masks:
             lines.append("Masks that match no image:")
             lines += [f"  {name}" for name in self.ingest.unmatched_masks]

@@ -47,20 +47,19 @@ def _draw(
     rgb = pixels.ndim == 3
     canvas = PILImage.new("L", (width, height), 0)
     pen = ImageDraw.Draw(canvas)
-    for (x, y), text, size in TEXTS:
+    for (x, y), words, size in TEXTS:
         size = size or int(rng.integers(11, 20))
-        if text.startswith("ST"):
+        if words.startswith("ST"):
             y = height - size - 8
-        if text.startswith("LIVER"):
+        if words.startswith("LIVER"):
             if inside is None:
                 continue
             x, y = inside
             size = 12
-        pen.text((x, y), text, fill=255, font=ImageFont.load_default(size=size))
+        pen.text((x, y), words, fill=255, font=ImageFont.load_default(size=size))
     text = np.asarray(canvas) > 0
     out = pixels.copy()
-    colour = (255, 255, 160) if rgb else 255  # a light-yellow overlay, or white
-    out[text] = colour
+    out[text] = (255, 255, 160) if rgb else 255  # a light-yellow overlay, or white
     return out, text
 
 

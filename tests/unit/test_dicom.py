@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from bot.campaign.decode import Limits, Rejected, decode_image
 from bot.campaign.dicom import window_dicom
@@ -17,7 +17,7 @@ from bot.campaign.geometry import dicom_affine, sort_frames
 from bot.campaign.ingest import clean_text
 from tests.helpers import files
 
-ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+ENHANCED_CT = UID("1.2.840.10008.5.1.4.1.1.2.1")
 LIMITS = Limits()
 
 
