@@ -23,7 +23,7 @@ high-contrast strokes:
    must be at least twice as wide as tall.
 4. **Salience.** Random texture (ultrasound speckle above all) now and then lines up three grains
    by chance; text, unlike texture, stands out from what lies just above and below it. The
-   median glyph peak contrast must be at least 1.2 x the 99th percentile of the contrast in the
+   median glyph peak contrast must be at least 1.3 x the 99th percentile of the contrast in the
    bands (0.75 x height) just above and below the line; 1.35 x for weak evidence (a core of
    three glyphs, or of glyphs under 8 px). Rows covered by other cores are left out of the
    bands, so stacked lines of a text block do not veto each other.
@@ -32,8 +32,9 @@ high-contrast strokes:
    that colour (within ``max(40, 0.35 * contrast)`` on every channel) and of at least
    ``max(40, 0.4 * contrast)`` contrast form pieces. The box grows along the line over
    glyph-sized pieces that sit on its baseline or cap line (gap up to 1.2 x height) and over small
-   pieces inside its band (gap up to 0.5 x height), and at most 0.4 x height above and below
-   the core.
+   pieces inside its band (gap up to 0.5 x height); it grows at most 0.4 x height above and
+   below the core and 6 x height left and right of it, so that it cannot creep along a row of
+   bright speckle.
 6. Each line's box is padded by ``3 + 0.1 * height`` px (antialiased fringes) and clipped to
    the image. Boxes of one row are merged when they overlap (one line found in two contrast
    maps) or are at most 4 x the glyph height apart (words of a line, with a short word such as
@@ -91,7 +92,7 @@ _MIN_ASPECT = 2.0  # core width / height
 _CHUNK = 256  # rows of the pairwise comparison per step
 # 4. Salience.
 _BAND = 0.75  # band height above and below a line, x height
-_SALIENCE, _SALIENCE_WEAK = 1.2, 1.35  # glyph peak / band 99th percentile; weak: 3 or tiny
+_SALIENCE, _SALIENCE_WEAK = 1.3, 1.35  # glyph peak / band 99th percentile; weak: 3 or tiny
 # 5. Growing the line.
 _PIECE_FRAC, _PIECE_MIN = 0.4, 40  # piece contrast: max(min, frac * glyph peak)
 _COLOUR_CORE = 0.75  # stroke pixels whose colour is the line's: contrast >= this * peak
@@ -101,6 +102,7 @@ _PIECE_MAX_H = 1.4  # glyph-sized piece: up to this x height ...
 _BIG_PIECE = 0.5  # ... and at least this x height, touching baseline or cap line:
 _PIECE_ALIGN = 0.2  # within 1 + this x height
 _VREACH = 0.4  # the box grows at most this x height above and below the core
+_MAX_REACH = 6.0  # ... and this x height left and right of it
 _BIG_GAP, _SMALL_GAP = 1.2, 0.5  # gaps bridged to glyph-sized and to small pieces, x height
 _MAX_GROWTH_STEPS = 500
 # 6. Padding and merging.
@@ -387,9 +389,10 @@ def _grow(
     on_line = (np.abs(found[:, 3] - y1) <= align) | (np.abs(found[:, 1] - y0) <= align)
     big = (ph >= _BIG_PIECE * line_h) & (ph <= _PIECE_MAX_H * line_h) & on_line
     small = (ph < _BIG_PIECE * line_h) & (pcy >= y0 - 1) & (pcy <= y1 + 1)
-    keep = big | small
-    found = found[keep]
+    leftmost, rightmost = x0 - _MAX_REACH * line_h, x1 + _MAX_REACH * line_h
+    keep = (big | small) & (found[:, 0] <= rightmost) & (found[:, 2] >= leftmost)
     gap = np.where(big[keep], _BIG_GAP, _SMALL_GAP) * line_h
+    found = found[keep]
     lowest, highest = y0 - _VREACH * line_h, y1 + _VREACH * line_h
     box = list(core)
     for _ in range(_MAX_GROWTH_STEPS):
@@ -397,9 +400,9 @@ def _grow(
         if not touching.any():
             break
         grown = [
-            min(box[0], float(found[touching, 0].min())),
+            max(leftmost, min(box[0], float(found[touching, 0].min()))),
             max(lowest, min(box[1], float(found[touching, 1].min()))),
-            max(box[2], float(found[touching, 2].max())),
+            min(rightmost, max(box[2], float(found[touching, 2].max()))),
             min(highest, max(box[3], float(found[touching, 3].max()))),
         ]
         if grown == box:
