@@ -69,7 +69,7 @@ def _is_dir(info: zipfile.ZipInfo) -> bool:
 
 def _unsafe_member(name: str) -> bool:
     normal = name.replace("\\", "/")
-    if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal):
+    if normal.startswith("/") or re.match(r"^[^/]:", normal):  # a drive (C:), or 0: alike
         return True
     return ".." in PurePosixPath(normal).parts
 
