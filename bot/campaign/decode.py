@@ -206,8 +206,6 @@ def _decode_series(names: list[str], blobs: list[bytes], limits: Limits) -> Deco
             images.append(dicom.decode(dataset, head, limits.max_pixels - before))
         except dicom.DicomProblem as error:
             raise Rejected(f"{short}: {error}") from None
-        except Rejected:
-            raise
         except Exception as error:  # pydicom converts elements lazily
             raise Rejected(f"{short}: not a valid DICOM file ({type(error).__name__})") from None
         numbers.append(head.instance_number)
@@ -216,7 +214,7 @@ def _decode_series(names: list[str], blobs: list[bytes], limits: Limits) -> Deco
     return dicom_decoded(ordered)
 
 
-def dicom_decoded(images: list[dicom.DicomImage], *, digest: str | None = None) -> Decoded:
+def dicom_decoded(images: list[dicom.DicomImage]) -> Decoded:
     """One Decoded from DICOM objects already in slice order (one object, or a series)."""
     frames = [frame for image in images for frame in image.frames]
     geometry = [g for image in images for g in image.frame_geometry]
@@ -228,7 +226,7 @@ def dicom_decoded(images: list[dicom.DicomImage], *, digest: str | None = None) 
     volume_hash: str | None = None
     if count > 1:
         # By content: the same frames re-encoded or re-compressed are the same volume.
-        volume_hash = digest or sha256_hex(b"".join(f.tobytes() for f in frames))
+        volume_hash = sha256_hex(b"".join(f.tobytes() for f in frames))
     return Decoded(
         frames,
         list(range(count)) if count > 1 else [None],
@@ -239,7 +237,7 @@ def dicom_decoded(images: list[dicom.DicomImage], *, digest: str | None = None) 
         frames=count,
         burned_in=any(i.burned_in for i in images),
         suspect_text=any(i.suspect_text for i in images),
-        notes=notes + [n for i in images for n in i.notes],
+        notes=notes,
     )
 
 

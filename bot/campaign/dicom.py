@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,7 +76,6 @@ class DicomImage:
     frame_geometry: list[dict[str, Any]]  # per frame: sop, frame number, position, orientation...
     burned_in: bool  # the file says so (BurnedInAnnotation YES)
     suspect_text: bool  # a kind of image that often has text on it (US, secondary capture)
-    notes: list[str] = field(default_factory=list)
 
 
 def quiet_readers() -> None:

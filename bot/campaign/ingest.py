@@ -558,7 +558,7 @@ async def _ingest_one(
     options: IngestOptions,
     limits: ArchiveLimits,
 ) -> FileReport:
-    frames = sum(1 for _ in unit.sources)
+    frames = len(unit.sources)  # each a frame at least, until decoding says more
     try:
         prepared = await asyncio.to_thread(prepare_unit, unit, options, campaign, limits)
     except Rejected as error:

@@ -46,8 +46,9 @@ def write_volumes(
 ) -> list[dict[str, Any]]:
     """Write every source volume's mask into ``archive``; returns the manifest rows."""
     groups: dict[str, list[Image]] = defaultdict(list)
+    geometries = {image.id: _geometry(image) for image in images}  # each JSON parsed once
     for image in images:
-        geometry = _geometry(image)
+        geometry = geometries[image.id]
         nifti = bool(geometry and geometry["volume"]["source"]["kind"] == "nifti")
         dicom = bool(geometry and geometry["volume"]["source"]["kind"] == "dicom")
         if image.volume_hash:
@@ -58,7 +59,7 @@ def write_volumes(
     for name, members in sorted(groups.items()):
         members.sort(key=lambda i: i.slice_index or 0)
         first = members[0]
-        geometry = _geometry(first)
+        geometry = geometries[first.id]
         count = max([first.slice_count or 1] + [(i.slice_index or 0) + 1 for i in members])
         slices = {
             (i.slice_index or 0): masks.get(i.id, np.zeros((i.height, i.width), dtype=bool))
@@ -99,7 +100,8 @@ def write_volumes(
                 affine=affine or np.eye(4).tolist(),
             )
             if geometry and affine:
-                seg = _seg(members, slices, geometry, structure)
+                per_slice = [(geometries[i.id] or {}).get("slice") or {} for i in members]
+                seg = _seg(members, slices, per_slice, geometry, structure)
                 if seg is not None:
                     archive.writestr(f"volumes/{name}.seg.dcm", seg)
                     row["seg"] = f"volumes/{name}.seg.dcm"
@@ -108,11 +110,17 @@ def write_volumes(
 
 
 def _seg(
-    members: list[Image], slices: dict[int, Mask], geometry: dict[str, Any], structure: str
+    members: list[Image],
+    slices: dict[int, Mask],
+    per_slice: list[dict[str, Any]],
+    geometry: dict[str, Any],
+    structure: str,
 ) -> bytes | None:
-    """A DICOM SEG over the stored slices, referencing their source instances; None if it can't."""
+    """A DICOM SEG over the stored slices, referencing their source instances; None if it can't.
+
+    ``per_slice`` is each member's slice geometry, in the members' order.
+    """
     study = geometry["volume"]["source"]
-    per_slice = [(_geometry(i) or {}).get("slice") or {} for i in members]
     if not study.get("frame_of_reference_uid") or any(
         not g.get("position") or g.get("frame") for g in per_slice
     ):
